@@ -1,0 +1,37 @@
+"""``/v1/jobs/{id}/artifacts``: what a job produced. Downloads redirect to S3 or stream from a folder."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
+
+from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.schemas import ArtifactRead, ListRead
+from api.services import jobs as service
+
+router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
+
+
+@router.get("")
+def list_artifacts(job_id: str, session: SessionDep, tenant: TenantDep) -> ListRead[ArtifactRead]:
+    rows = service.list_artifacts(session=session, tenant=tenant, job_id=job_id)
+    return ListRead(data=[ArtifactRead.of(r) for r in rows], has_more=False)
+
+
+@router.get("/{name}", response_model=None)
+def download_artifact(
+    job_id: str, name: str, session: SessionDep, store: StoreDep, tenant: TenantDep, settings: SettingsDep
+) -> Response:
+    row = service.get_artifact(session=session, tenant=tenant, job_id=job_id, name=name)
+    url = store.presigned_url(row.storage_key, filename=name, expires_in=settings.presign_expiry_seconds)
+    if url is not None:
+        return RedirectResponse(url, status_code=307)
+    return StreamingResponse(
+        store.iter_chunks(row.storage_key),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(row.bytes),
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Content-SHA256": row.sha256,
+        },
+    )

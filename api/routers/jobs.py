@@ -1,0 +1,56 @@
+"""``/v1/jobs``: submit, list, inspect, cancel, and read a job's events."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api.deps import QueueDep, SessionDep, TenantDep
+from api.schemas import EventRead, JobRead, ListRead
+from api.services import jobs as service
+from api.tenancy import get_owned
+from distill.jobstate import JobStatus
+from distill.spec import JobSpec
+from distill.tables import Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_job(spec: JobSpec, session: SessionDep, queue: QueueDep, tenant: TenantDep) -> JobRead:
+    return JobRead.of(service.create_job(session=session, queue=queue, tenant=tenant, spec=spec))
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+    status: JobStatus | None = None,
+) -> ListRead[JobRead]:
+    page = service.list_jobs(session=session, tenant=tenant, limit=limit, after=after, status=status)
+    return ListRead(data=[JobRead.of(r) for r in page.rows], has_more=page.has_more)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    return JobRead.of(get_owned(session, Job, job_id, tenant))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+    return JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
+
+
+@router.get("/{job_id}/events")
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    tenant: TenantDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ListRead[EventRead]:
+    page = service.list_events(session=session, tenant=tenant, job_id=job_id, after=after, limit=limit)
+    return ListRead(data=[EventRead.of(r) for r in page.rows], has_more=page.has_more)

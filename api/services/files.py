@@ -1,0 +1,107 @@
+"""Files: validated on upload (nothing is stored when validation fails), then stored and recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy.orm import Session
+
+from api.errors import Invalid, TooLarge
+from api.pagination import Page, paginate
+from api.tenancy import get_owned, scoped
+from distill.datasets import DatasetError, inspect_dataset
+from distill.ids import new_file_id
+from distill.modelfile import ModelFileError, inspect_model_file
+from distill.storage import ObjectStore, file_key
+from distill.tables import File, Tenant
+
+PURPOSES = ("dataset", "model")
+
+
+def _spool(source: BinaryIO, dest: BinaryIO, max_bytes: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(1 << 20):
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"file: larger than the limit of {max_bytes} bytes", field="file")
+        digest.update(chunk)
+        dest.write(chunk)
+    return size, digest.hexdigest()
+
+
+def _validate(path: Path, filename: str, purpose: str) -> dict[str, Any]:
+    try:
+        if purpose == "dataset":
+            return inspect_dataset(path, filename).to_meta()
+        if not filename.lower().endswith(".safetensors"):
+            raise ModelFileError("a model must be one .safetensors file (weights are never unpickled)")
+        config, parameters = inspect_model_file(path)
+        return {"config": config.model_dump(mode="json"), "parameters": parameters}
+    except (DatasetError, ModelFileError) as exc:
+        raise Invalid(f"file: {exc}", field="file", code=f"invalid_{purpose}") from exc
+
+
+def upload_file(
+    *,
+    session: Session,
+    store: ObjectStore,
+    tenant: Tenant,
+    source: BinaryIO,
+    filename: str,
+    purpose: str,
+    max_bytes: int,
+) -> File:
+    if purpose not in PURPOSES:
+        raise Invalid(f"purpose: must be one of {', '.join(PURPOSES)}, not {purpose!r}", field="purpose")
+    filename = Path(filename or "").name
+    if not filename:
+        raise Invalid("file: the upload has no filename", field="file")
+    with tempfile.TemporaryDirectory(prefix="distill-upload-") as tmp:
+        path = Path(tmp) / "upload"
+        with path.open("wb") as out:
+            size, sha256 = _spool(source, out, max_bytes)
+        if size == 0:
+            raise Invalid("file: the file is empty", field="file")
+        meta = _validate(path, filename, purpose)
+        file_id = new_file_id()
+        key = file_key(tenant.id, file_id)
+        store.put_file(key, path)
+    row = File(
+        id=file_id,
+        tenant_id=tenant.id,
+        purpose=purpose,
+        filename=filename,
+        bytes=size,
+        sha256=sha256,
+        storage_key=key,
+        meta=meta,
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        store.delete(key)
+        raise
+    return row
+
+
+def list_files(
+    *, session: Session, tenant: Tenant, limit: int, after: str | None, purpose: str | None
+) -> Page[File]:
+    query = scoped(File, tenant)
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    return paginate(session, query, File.id, limit=limit, after=after)
+
+
+def delete_file(*, session: Session, store: ObjectStore, tenant: Tenant, file_id: str) -> None:
+    row = get_owned(session, File, file_id, tenant)
+    key = row.storage_key
+    session.delete(row)
+    session.commit()
+    store.delete(key)

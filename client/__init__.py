@@ -1,0 +1,1 @@
+"""Distill's Python client (``client.sdk.Client``) and the ``distill`` command line."""

@@ -1,0 +1,192 @@
+"""Terminal rendering shared by the user commands and the demo: job progress bars and small formatters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from client.sdk import JSONDict, UpdateCallback
+
+STATUS_STYLES = {
+    "queued": "yellow",
+    "running": "cyan",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
+# Keys under which an event's ``data`` (or the job's ``progress``) may carry the validation accuracy.
+VAL_ACCURACY_KEYS = ("val_accuracy", "validation_accuracy", "val_acc")
+
+
+def styled_status(status: str | None) -> str:
+    status = status or "?"
+    return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
+
+
+def val_accuracy(job: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = ()) -> float | None:
+    """The latest validation accuracy in ``events`` (newest last), else in the job's ``progress``."""
+    for event in reversed(list(events)):
+        data = event.get("data")
+        if isinstance(data, Mapping):
+            for key in VAL_ACCURACY_KEYS:
+                if isinstance(data.get(key), int | float):
+                    return float(data[key])
+    progress = job.get("progress")
+    if isinstance(progress, Mapping):
+        for key in VAL_ACCURACY_KEYS:
+            if isinstance(progress.get(key), int | float):
+                return float(progress[key])
+    return None
+
+
+def fmt_bytes(size: Any) -> str:
+    if not isinstance(size, int | float):
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def fmt_pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, int | float) else "-"
+
+
+def fmt_num(value: Any, digits: int = 2) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.{digits}f}"
+
+
+def fmt_progress(job: Mapping[str, Any]) -> str:
+    progress = job.get("progress")
+    if not isinstance(progress, Mapping) or not progress.get("epochs"):
+        return "-"
+    return f"epoch {progress.get('epoch') or 0}/{progress.get('epochs')}"
+
+
+def object_table(obj: Mapping[str, Any], title: str | None = None) -> Table:
+    """A two-column table of an object's top-level fields (nested values as compact JSON)."""
+    table = Table(show_header=False, title=title, title_justify="left", box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in obj.items():
+        if key == "status":
+            text = styled_status(str(value))
+        elif isinstance(value, dict | list):
+            text = json.dumps(value, separators=(", ", ": "))
+        else:
+            text = "-" if value is None else str(value)
+        table.add_row(key, text)
+    return table
+
+
+class JobBars:
+    """A rich ``Progress`` with one bar per job, driven by :meth:`client.sdk.Client.wait` updates.
+
+    The bar follows ``progress.step / progress.steps`` when the job reports steps, else epochs.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(bar_width=30),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("{task.fields[epoch]}"),
+            TextColumn("{task.fields[step]}"),
+            TextColumn("{task.fields[val]}"),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self._val: dict[TaskID, float | None] = {}
+        self._labels: dict[TaskID, str] = {}
+
+    def __enter__(self) -> JobBars:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    @property
+    def console(self) -> Console:
+        return self.progress.console
+
+    def add(self, label: str, job: JSONDict | None = None) -> TaskID:
+        task = self.progress.add_task(
+            label, total=None, epoch="", step="", val="", status=styled_status("queued")
+        )
+        self._val[task] = None
+        self._labels[task] = label
+        if job is not None:
+            self.update(task, job, [])
+        return task
+
+    def update(self, task: TaskID, job: JSONDict, events: list[JSONDict]) -> None:
+        raw = job.get("progress")
+        progress: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
+        step, steps = progress.get("step") or 0, progress.get("steps") or 0
+        acc = val_accuracy(job, events)
+        if acc is not None:
+            self._val[task] = acc
+        last_acc = self._val[task]
+        status = str(job.get("status") or "?")
+        if steps:
+            completed, total = float(step), float(steps)
+        elif epochs:
+            completed, total = float(epoch), float(epochs)
+        else:
+            completed, total = 0.0, 1.0
+        if status == "succeeded":
+            completed = total
+        self.progress.update(
+            task,
+            completed=completed,
+            total=total,
+            epoch=f"epoch {epoch}/{epochs}" if epochs else "",
+            step=f"step {step}/{steps}" if steps else "",
+            val=f"val acc {last_acc:.3f}" if last_acc is not None else "",
+            status=styled_status(status),
+        )
+        if status in ("succeeded", "failed", "cancelled"):
+            self.progress.stop_task(task)
+
+    def callback(self, task: TaskID, print_events: bool = False, min_level: str = "info") -> UpdateCallback:
+        """An ``on_update`` for ``Client.wait``: moves the bar; prints events at ``min_level`` or above."""
+        levels = ["debug", "info", "warning", "error"]
+        floor = levels.index(min_level) if min_level in levels else 1
+
+        def on_update(job: JSONDict, events: list[JSONDict]) -> None:
+            if print_events:
+                for event in events:
+                    level = str(event.get("level") or "info").lower()
+                    if (levels.index(level) if level in levels else 1) < floor:
+                        continue
+                    style = {"warning": "yellow", "error": "red", "debug": "dim"}.get(level, "dim")
+                    message = escape(str(event.get("message", "")))
+                    self.console.print(
+                        f"[{style}]{escape(self._labels[task])} #{event.get('seq')} {level}: {message}[/]",
+                        highlight=False,
+                    )
+            self.update(task, job, events)
+
+        return on_update

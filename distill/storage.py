@@ -1,0 +1,236 @@
+"""Object storage: one small interface, two implementations (S3 through boto3, and a local folder).
+
+Keys are namespaced by tenant (see the ``*_key`` helpers). Writes are atomic: a reader never sees a
+half-written object (S3 PUTs are atomic; the local store writes a temp file and renames it). The database
+row that points at an object is written only after the object is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlparse
+
+from distill.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class ObjectNotFound(KeyError):
+    pass
+
+
+class ObjectStore(Protocol):
+    def put_file(self, key: str, path: Path) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def download(self, key: str, dest: Path) -> None: ...
+    def delete(self, key: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+    def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
+        """A time-limited download URL, or None where the store cannot give one (the API streams then)."""
+        ...
+
+
+def file_key(tenant_id: str, file_id: str) -> str:
+    return f"tenants/{tenant_id}/files/{file_id}"
+
+
+def artifact_key(tenant_id: str, job_id: str, name: str) -> str:
+    return f"tenants/{tenant_id}/jobs/{job_id}/artifacts/{name}"
+
+
+def checkpoint_key(tenant_id: str, job_id: str, step: int) -> str:
+    return f"tenants/{tenant_id}/jobs/{job_id}/checkpoints/{step}"
+
+
+class LocalStore:
+    """Objects as files under ``root`` (the embedded default)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"object key escapes the store: {key!r}")
+        return path
+
+    def _publish(self, key: str, write: Any) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: Path) -> None:
+        with path.open("rb") as src:
+            self._publish(key, lambda out: shutil.copyfileobj(src, out, 1 << 20))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._publish(key, lambda out: out.write(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def download(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(key) from exc
+        with handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+    def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
+        return None
+
+
+class S3Store:
+    """Objects in ``s3://bucket/prefix`` on AWS or any S3-compatible server (MinIO, moto…)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        *,
+        endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        options: dict[str, Any] = {
+            "region_name": region,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "config": Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        }
+        self.client: S3Client = boto3.client("s3", endpoint_url=endpoint_url, **options)
+        self.presign_client: S3Client = (
+            boto3.client("s3", endpoint_url=public_endpoint_url, **options)
+            if public_endpoint_url
+            else self.client
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it does not exist (``distill migrate`` calls this)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchBucket", "NotFound"}:
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put_file(self, key: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self._key(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def _get(self, key: str) -> Any:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey as exc:
+            raise ObjectNotFound(key) from exc
+
+    def get_bytes(self, key: str) -> bytes:
+        body: bytes = self._get(key)["Body"].read()
+        return body
+
+    def download(self, key: str, dest: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self._key(key), str(dest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+                raise ObjectNotFound(key) from exc
+            raise
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+        return True
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        body = self._get(key)["Body"]
+        yield from body.iter_chunks(chunk_size)
+
+    def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
+        return self.presign_client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self._key(key),
+                "ResponseContentDisposition": f'attachment; filename="{filename}"',
+            },
+            ExpiresIn=expires_in,
+        )
+
+
+def make_store(settings: Settings) -> LocalStore | S3Store:
+    """The store that ``DISTILL_STORAGE_URL`` names: ``s3://bucket/prefix`` or a folder."""
+    url = settings.storage_url
+    if url.startswith("s3://"):
+        parsed = urlparse(url)
+        if not parsed.netloc:
+            raise ValueError(f"DISTILL_STORAGE_URL={url!r}: expected s3://bucket/prefix")
+        return S3Store(
+            parsed.netloc,
+            parsed.path,
+            endpoint_url=settings.s3_endpoint_url,
+            public_endpoint_url=settings.s3_public_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+        )
+    return LocalStore(Path(url.removeprefix("file://")))

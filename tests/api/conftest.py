@@ -1,0 +1,56 @@
+"""API tests: the real app on real Postgres, Redis (queue) and an S3-compatible server, no worker.
+
+Each test starts from empty tables (truncated after the test) and an empty queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from services_app import new_key, prepare, settings_from_env
+from sqlalchemy import text
+
+from api.app import create_app
+from distill.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def api_settings(services_env: dict[str, str]) -> Settings:
+    settings = settings_from_env(services_env)
+    prepare(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def app_client(api_settings: Settings) -> Iterator[TestClient]:
+    app = create_app(api_settings)
+    with TestClient(app, follow_redirects=False) as client:
+        client.app_state = app.state  # type: ignore[attr-defined]
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _clean(api_settings: Settings, app_client: TestClient) -> Iterator[None]:
+    yield
+    engine = app_client.app_state.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE tenants, api_keys, files, jobs, job_events, artifacts CASCADE"))
+    redis.Redis.from_url(api_settings.broker_url).flushdb()
+
+
+@pytest.fixture
+def acme(api_settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {new_key(api_settings, 'acme')}"}
+
+
+@pytest.fixture
+def globex(api_settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {new_key(api_settings, 'globex')}"}
+
+
+@pytest.fixture
+def client(app_client: TestClient) -> TestClient:
+    return app_client

@@ -1,0 +1,171 @@
+"""``/v1/jobs``: submission checks every reference before queueing; list, get, cancel, events."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import redis
+from factories import digits_arrays, npz_bytes
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+from test_files_api import model_bytes, upload
+
+from distill.tables import Job
+
+DIGITS = {"data": {"train": {"builtin": "digits"}}, "training": {"epochs": 2}}
+
+
+def queued_messages(client: TestClient) -> list[str]:
+    """The job ids of the Celery messages waiting in Redis (a message carries only the id)."""
+    settings = client.app_state.settings  # type: ignore[attr-defined]
+    raw = redis.Redis.from_url(settings.broker_url).lrange(settings.queue_name, 0, -1)
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in raw]
+
+
+def finish(client: TestClient, job_id: str, status: str, result: dict | None = None) -> None:
+    with client.app_state.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(update(Job).where(Job.id == job_id).values(status=status, result=result))
+
+
+def test_create_job_answers_201_fills_defaults_and_sends_only_the_id(client, acme):
+    response = client.post("/v1/jobs", headers=acme, json={"name": "t", **DIGITS})
+    assert response.status_code == 201, response.text
+    job = response.json()
+    assert job["id"].startswith("job_")
+    assert job["object"] == "job"
+    assert job["status"] == "queued"
+    assert job["name"] == "t"
+    assert job["spec"]["model"] == {"arch": "mlp", "hidden": [128], "dropout": 0.0}
+    assert job["spec"]["training"]["epochs"] == 2
+    assert job["progress"] == {"epoch": 0, "epochs": 2, "step": 0, "steps": 0}
+    assert job["result"] is None and job["error"] is None
+    assert job["started_at"] is None and job["finished_at"] is None
+    assert queued_messages(client) == [job["id"]]
+    events = client.get(f"/v1/jobs/{job['id']}/events", headers=acme).json()
+    assert [(e["seq"], e["message"]) for e in events["data"]] == [(1, "job queued")]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"data": {"train": {"builtin": "cifar"}}}, "data.train.builtin"),
+        ({}, "data"),
+        ({"data": {"train": {"builtin": "digits"}}, "training": {"epochs": 0}}, "training.epochs"),
+        (
+            {"data": {"train": {"builtin": "digits"}}, "training": {"learning_rate": -1}},
+            "training.learning_rate",
+        ),
+        ({"data": {"train": {"builtin": "digits"}}, "distillation": {"alpha": 2}}, "distillation.alpha"),
+        ({"data": {"train": {"builtin": "digits"}}, "model": {"arch": "resnet"}}, "model"),
+        (
+            {"data": {"train": {"builtin": "digits"}}, "model": {"arch": "mlp", "hidden": [0]}},
+            "model.hidden.0",
+        ),
+        ({"data": {"train": {"builtin": "digits"}}, "training": {"epoch": 3}}, "training.epoch"),
+        ({"data": {"train": {"builtin": "digits"}, "transfer": {"builtin": "digits"}}}, "data.transfer"),
+    ],
+)
+def test_bad_spec_answers_422_naming_the_field(client, acme, spec, field):
+    response = client.post("/v1/jobs", headers=acme, json=spec)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field
+    assert field in error["message"]
+    assert client.get("/v1/jobs", headers=acme).json()["data"] == []
+    assert queued_messages(client) == []
+
+
+def test_references_are_checked_before_queueing(client, acme, globex):
+    x, y = digits_arrays()
+    unlabeled = upload(client, acme, "u.npz", npz_bytes(x[:30])).json()["id"]
+    flat = upload(client, acme, "flat.npz", npz_bytes(x.reshape(len(x), -1)[:30], y[:30])).json()["id"]
+    model = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
+    wrong_classes = upload(client, acme, "m3.safetensors", model_bytes([8, 8], 3), "model").json()["id"]
+    wrong_shape = upload(client, acme, "m64.safetensors", model_bytes([64]), "model").json()["id"]
+    theirs = upload(client, globex, "g.npz", npz_bytes(x[:30], y[:30])).json()["id"]
+    pending = client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"]
+    digits = {"builtin": "digits"}
+    cases = [
+        ({"data": {"train": {"file": "file_nope"}}}, "data.train.file", "no file"),
+        ({"data": {"train": {"file": theirs}}}, "data.train.file", "no file"),
+        ({"data": {"train": {"file": unlabeled}}}, "data.train", "no labels"),
+        ({"data": {"train": {"file": model}}}, "data.train.file", "not a dataset"),
+        ({"data": {"train": digits, "validation": {"file": flat}}}, "data.validation", "shape"),
+        ({"data": {"train": digits}, "teacher": {"job": "job_nope"}}, "teacher.job", "no job"),
+        ({"data": {"train": digits}, "teacher": {"job": pending}}, "teacher.job", "has not succeeded"),
+        ({"data": {"train": digits}, "teacher": {"file": unlabeled}}, "teacher.file", "not a model"),
+        ({"data": {"train": digits}, "teacher": {"file": wrong_classes}}, "teacher.file", "3 classes"),
+        ({"data": {"train": digits}, "teacher": {"file": wrong_shape}}, "teacher.file", "shape"),
+    ]
+    for spec, field, words in cases:
+        response = client.post("/v1/jobs", headers=acme, json=spec)
+        assert response.status_code == 422, (spec, response.text)
+        error = response.json()["error"]
+        assert error["field"] == field, (spec, error)
+        assert words in error["message"], (spec, error)
+    assert len(client.get("/v1/jobs", headers=acme).json()["data"]) == 1
+
+
+def test_teacher_from_uploaded_model_and_transfer_set_are_accepted(client, acme):
+    x, _ = digits_arrays()
+    transfer = upload(client, acme, "u.npz", npz_bytes(x[:30])).json()["id"]
+    model = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
+    spec = {
+        "data": {"train": {"builtin": "digits"}, "transfer": {"file": transfer}},
+        "teacher": {"file": model},
+    }
+    response = client.post("/v1/jobs", headers=acme, json=spec)
+    assert response.status_code == 201, response.text
+
+
+def test_list_jobs_newest_first_with_cursor_and_status_filter(client, acme):
+    ids = [client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"] for _ in range(3)]
+    finish(client, ids[1], "succeeded", {"test_accuracy": 0.9})
+    page = client.get("/v1/jobs?limit=2", headers=acme).json()
+    assert [j["id"] for j in page["data"]] == [ids[2], ids[1]]
+    assert page["has_more"] is True
+    rest = client.get(f"/v1/jobs?after={ids[1]}", headers=acme).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
+    succeeded = client.get("/v1/jobs?status=succeeded", headers=acme).json()
+    assert [j["id"] for j in succeeded["data"]] == [ids[1]]
+    assert client.get("/v1/jobs?status=bogus", headers=acme).json()["error"]["field"] == "status"
+
+
+def test_cancel_queued_job_is_immediate_and_finished_job_answers_409(client, acme):
+    job_id = client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"]
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=acme)
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert response.json()["finished_at"] is not None
+    messages = [e["message"] for e in client.get(f"/v1/jobs/{job_id}/events", headers=acme).json()["data"]]
+    assert messages == ["job queued", "job cancelled before it started"]
+    again = client.post(f"/v1/jobs/{job_id}/cancel", headers=acme)
+    assert again.status_code == 409
+    assert "already finished" in again.json()["error"]["message"]
+
+
+def test_cancel_running_job_sets_the_flag(client, acme):
+    job_id = client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"]
+    finish(client, job_id, "running")
+    response = client.post(f"/v1/jobs/{job_id}/cancel", headers=acme)
+    assert response.status_code == 200
+    assert response.json()["status"] == "running"
+    assert response.json()["cancel_requested"] is True
+
+
+def test_events_paginate_by_seq(client, acme):
+    job_id = client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel", headers=acme)
+    first = client.get(f"/v1/jobs/{job_id}/events?limit=1", headers=acme).json()
+    assert [e["seq"] for e in first["data"]] == [1] and first["has_more"] is True
+    rest = client.get(f"/v1/jobs/{job_id}/events?after=1", headers=acme).json()
+    assert [e["seq"] for e in rest["data"]] == [2] and rest["has_more"] is False
+
+
+def test_artifacts_of_a_job_without_any(client, acme):
+    job_id = client.post("/v1/jobs", headers=acme, json=DIGITS).json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}/artifacts", headers=acme).json()["data"] == []
+    missing = client.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers=acme)
+    assert missing.status_code == 404

@@ -1,0 +1,37 @@
+"""Small helpers for tests: a free loopback port, and waiting for a condition."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.1) -> T:
+    """Call ``predicate`` until it returns something truthy and return that; exceptions count as "not yet".
+
+    Raises ``TimeoutError`` (carrying the last exception, if any) after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as error:
+            last_error = error
+        if time.monotonic() >= deadline:
+            detail = f": last error {last_error!r}" if last_error else ""
+            raise TimeoutError(f"condition not met within {timeout:g}s{detail}") from last_error
+        time.sleep(interval)

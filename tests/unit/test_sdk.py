@@ -1,0 +1,355 @@
+"""Client-side behaviour of ``client.sdk`` against ``httpx.MockTransport`` fakes (no server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from client.sdk import Client, DistillError
+from distill.spec import JobSpec
+
+API = "http://api.test"
+S3 = "https://s3.test"
+KEY = "dk_test_secret"
+
+
+def make_client(handler: Any, base_url: str = API, api_key: str | None = KEY) -> Client:
+    return Client(base_url, api_key, transport=httpx.MockTransport(handler))
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("response", "status", "code", "message", "field"),
+    [
+        (
+            httpx.Response(404, json=error_body("not_found", "no job job_x")),
+            404,
+            "not_found",
+            "no job job_x",
+            None,
+        ),
+        (
+            httpx.Response(422, json=error_body("invalid_spec", "bad epochs", "training.epochs")),
+            422,
+            "invalid_spec",
+            "bad epochs",
+            "training.epochs",
+        ),
+        (
+            httpx.Response(401, json=error_body("unauthorized", "missing key")),
+            401,
+            "unauthorized",
+            "missing key",
+            None,
+        ),
+        (
+            httpx.Response(
+                422,
+                json={
+                    "detail": [{"loc": ["body", "data", "train"], "msg": "Field required", "type": "missing"}]
+                },
+            ),
+            422,
+            "http_422",
+            "Field required",
+            "data.train",
+        ),
+        (httpx.Response(502, text="Bad Gateway from proxy"), 502, "http_502", "Bad Gateway from proxy", None),
+        (httpx.Response(500), 500, "http_500", "Internal Server Error", None),
+    ],
+)
+def test_errors_parse_into_distill_error(
+    response: httpx.Response, status: int, code: str, message: str, field: str | None
+) -> None:
+    with make_client(lambda request: response) as client, pytest.raises(DistillError) as info:
+        client.get_job("job_x")
+    error = info.value
+    assert (error.status, error.code, error.message, error.field) == (status, code, message, field)
+    assert code in str(error)
+
+
+def test_connection_failure_is_a_distill_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with make_client(handler) as client, pytest.raises(DistillError) as info:
+        client.health()
+    assert info.value.status is None
+    assert info.value.code == "connection_error"
+
+
+def test_sends_bearer_key_and_keeps_a_base_path() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"object": "list", "data": [], "has_more": False})
+
+    with make_client(handler, base_url=f"{API}/distill/") as client:
+        client.list_jobs(limit=5, status="running")
+    assert seen[0].headers["authorization"] == f"Bearer {KEY}"
+    assert seen[0].url.path == "/distill/v1/jobs"
+    assert dict(seen[0].url.params) == {"limit": "5", "status": "running"}
+
+
+def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_API_URL", "http://env.test:9000/")
+    monkeypatch.setenv("DISTILL_API_KEY", "dk_env")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"status": "ok"})
+
+    with Client(transport=httpx.MockTransport(handler)) as client:
+        assert client.health() == {"status": "ok"}
+    assert str(seen[0].url) == "http://env.test:9000/healthz"
+    assert seen[0].headers["authorization"] == "Bearer dk_env"
+
+
+def test_create_job_accepts_a_job_spec_model() -> None:
+    bodies: list[Any] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(201, json={"id": "job_1", "object": "job", "status": "queued"})
+
+    spec = JobSpec.model_validate({"data": {"train": {"builtin": "mnist1d"}}, "training": {"epochs": 3}})
+    with make_client(handler) as client:
+        assert client.create_job(spec)["id"] == "job_1"
+    assert bodies[0]["data"] == {"train": {"builtin": "mnist1d"}}
+    assert bodies[0]["training"]["epochs"] == 3
+    JobSpec.model_validate(bodies[0])
+
+
+def test_upload_file_is_multipart_with_purpose(tmp_path: Path) -> None:
+    path = tmp_path / "transfer.npz"
+    path.write_bytes(b"npz-bytes")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(201, json={"id": "file_1", "object": "file", "filename": "transfer.npz"})
+
+    with make_client(handler) as client:
+        assert client.upload_file(path, "dataset")["id"] == "file_1"
+    body = seen[0].content
+    assert seen[0].headers["content-type"].startswith("multipart/form-data")
+    assert b'name="purpose"' in body and b"dataset" in body
+    assert b'filename="transfer.npz"' in body and b"npz-bytes" in body
+
+
+# -- cursors -------------------------------------------------------------------------------------------------
+
+
+def test_iter_jobs_follows_the_cursor() -> None:
+    jobs = [
+        {"id": f"job_{n}", "object": "job", "status": "succeeded"} for n in range(5, 0, -1)
+    ]  # newest first
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        params = dict(request.url.params)
+        seen.append(params)
+        start = 0
+        if "after" in params:
+            start = next(i for i, job in enumerate(jobs) if job["id"] == params["after"]) + 1
+        page = jobs[start : start + int(params["limit"])]
+        return httpx.Response(
+            200, json={"object": "list", "data": page, "has_more": start + len(page) < len(jobs)}
+        )
+
+    with make_client(handler) as client:
+        ids = [job["id"] for job in client.iter_jobs(status="succeeded", page_size=2)]
+    assert ids == ["job_5", "job_4", "job_3", "job_2", "job_1"]
+    assert [params.get("after") for params in seen] == [None, "job_4", "job_2"]
+    assert all(params["status"] == "succeeded" for params in seen)
+
+
+def test_iter_events_follows_seq() -> None:
+    events: list[dict[str, Any]] = [
+        {"seq": n, "level": "info", "message": f"m{n}", "data": {}} for n in range(1, 6)
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        after = int(request.url.params.get("after", 0))
+        page = [e for e in events if e["seq"] > after][:2]
+        return httpx.Response(200, json={"object": "list", "data": page, "has_more": page[-1]["seq"] < 5})
+
+    with make_client(handler) as client:
+        assert [e["seq"] for e in client.iter_events("job_1")] == [1, 2, 3, 4, 5]
+        assert [e["seq"] for e in client.iter_events("job_1", after=3)] == [4, 5]
+
+
+# -- wait ----------------------------------------------------------------------------------------------------
+
+
+class FakeJob:
+    """A job that moves one step per ``GET /v1/jobs/{id}`` and writes an event per step."""
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.statuses = statuses
+        self.polls = 0
+        self.events: list[dict[str, Any]] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/jobs/job_1":
+            status = self.statuses[min(self.polls, len(self.statuses) - 1)]
+            self.polls += 1
+            seq = len(self.events) + 1
+            self.events.append(
+                {"seq": seq, "level": "info", "message": status, "data": {"val_accuracy": seq / 10}}
+            )
+            return httpx.Response(
+                200,
+                json={
+                    "id": "job_1",
+                    "object": "job",
+                    "status": status,
+                    "progress": {"epoch": self.polls, "epochs": 3, "step": 0, "steps": 0},
+                },
+            )
+        if path == "/v1/jobs/job_1/events":
+            after = int(request.url.params.get("after", 0))
+            data = [event for event in self.events if event["seq"] > after]
+            return httpx.Response(200, json={"object": "list", "data": data, "has_more": False})
+        return httpx.Response(404, json=error_body("not_found", path))
+
+
+@pytest.mark.parametrize("terminal", ["succeeded", "failed", "cancelled"])
+def test_wait_stops_at_a_terminal_status(terminal: str) -> None:
+    fake = FakeJob(["queued", "running", "running", terminal, "running"])
+    updates: list[tuple[str, list[int]]] = []
+
+    def on_update(job: dict[str, Any], events: list[dict[str, Any]]) -> None:
+        updates.append((job["status"], [event["seq"] for event in events]))
+
+    with make_client(fake.handler) as client:
+        final = client.wait("job_1", poll_interval=0, on_update=on_update)
+    assert final["status"] == terminal
+    assert fake.polls == 4
+    # Every event exactly once, in order, each after the job read that wrote it.
+    assert updates == [("queued", [1]), ("running", [2]), ("running", [3]), (terminal, [4])]
+
+
+def test_wait_retries_transient_errors_but_not_client_errors() -> None:
+    fake = FakeJob(["running", "succeeded"])
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] in (1, 2):
+            return httpx.Response(503, json=error_body("unavailable", "db busy"))
+        return fake.handler(request)
+
+    with make_client(flaky) as client:
+        assert client.wait("job_1", poll_interval=0)["status"] == "succeeded"
+
+    with make_client(fake.handler) as client, pytest.raises(DistillError) as info:
+        client.wait("job_missing", poll_interval=0)
+    assert info.value.status == 404
+
+
+def test_wait_times_out() -> None:
+    fake = FakeJob(["running"])
+    with make_client(fake.handler) as client, pytest.raises(DistillError) as info:
+        client.wait("job_1", poll_interval=0.01, timeout=0.05)
+    assert info.value.code == "timeout"
+
+
+# -- downloads -----------------------------------------------------------------------------------------------
+
+MODEL = b"\x00safetensors-bytes\x01" * 1000
+MODEL_SHA = hashlib.sha256(MODEL).hexdigest()
+
+
+class FakeStore:
+    """The API answers 307 to a presigned URL on another host; records what each host saw."""
+
+    def __init__(
+        self, listed_sha: str = MODEL_SHA, store_status: int = 200, location: str | None = None
+    ) -> None:
+        self.listed_sha = listed_sha
+        self.store_status = store_status
+        self.location = location or f"{S3}/bucket/jobs/job_1/model.safetensors?X-Amz-Signature=abc"
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        url = request.url
+        if url.host == "api.test":
+            if url.path == "/v1/jobs/job_1/artifacts":
+                item = {"name": "model.safetensors", "bytes": len(MODEL), "sha256": self.listed_sha}
+                return httpx.Response(200, json={"object": "list", "data": [item], "has_more": False})
+            if url.path == "/v1/jobs/job_1/artifacts/model.safetensors":
+                return httpx.Response(307, headers={"Location": self.location})
+            if url.path == "/objects/model.safetensors":
+                return httpx.Response(200, content=MODEL)
+        if url.host == "s3.test" and url.params.get("X-Amz-Signature") == "abc":
+            if self.store_status != 200:
+                return httpx.Response(self.store_status, text="<Error><Code>AccessDenied</Code></Error>")
+            return httpx.Response(200, content=MODEL)
+        return httpx.Response(404, json=error_body("not_found", str(url)))
+
+
+def test_download_follows_the_redirect_without_leaking_the_key(tmp_path: Path) -> None:
+    store = FakeStore()
+    with make_client(store.handler) as client:
+        path = client.download_artifact("job_1", "model.safetensors", tmp_path)
+    assert path == tmp_path / "model.safetensors"
+    assert path.read_bytes() == MODEL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]  # no temp file left
+    api_requests = [r for r in store.requests if r.url.host == "api.test"]
+    s3_requests = [r for r in store.requests if r.url.host == "s3.test"]
+    assert len(s3_requests) == 1
+    assert "authorization" not in s3_requests[0].headers
+    assert KEY not in str(s3_requests[0].headers)
+    assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in api_requests)
+
+
+def test_download_keeps_the_key_on_a_same_origin_redirect(tmp_path: Path) -> None:
+    store = FakeStore(location="/objects/model.safetensors")
+    target = tmp_path / "sub" / "student.safetensors"
+    with make_client(store.handler) as client:
+        assert client.download_artifact("job_1", "model.safetensors", target) == target
+    assert target.read_bytes() == MODEL
+    assert store.requests[-1].url.path == "/objects/model.safetensors"
+    assert store.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_download_rejects_a_checksum_mismatch(tmp_path: Path) -> None:
+    store = FakeStore(listed_sha="0" * 64)
+    with make_client(store.handler) as client, pytest.raises(DistillError) as info:
+        client.download_artifact("job_1", "model.safetensors", tmp_path)
+    assert info.value.code == "checksum_mismatch"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_reports_a_store_error_and_leaves_nothing(tmp_path: Path) -> None:
+    store = FakeStore(store_status=403)
+    with make_client(store.handler) as client, pytest.raises(DistillError) as info:
+        client.download_artifact("job_1", "model.safetensors", tmp_path)
+    assert info.value.status == 403
+    assert "AccessDenied" in info.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_of_an_unlisted_artifact(tmp_path: Path) -> None:
+    with make_client(FakeStore().handler) as client, pytest.raises(DistillError) as info:
+        client.download_artifact("job_1", "report.json", tmp_path)
+    assert info.value.code == "not_found"
+    with make_client(FakeStore().handler) as client, pytest.raises(DistillError):
+        client.download_artifact("job_1", "../model.safetensors", tmp_path)

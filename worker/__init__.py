@@ -1,0 +1,1 @@
+"""The queue edge (Celery) and training: the runner and the engine."""
