@@ -43,13 +43,13 @@ from distill.spec import JobSpec
 
 DATASET: JSONDict = {"builtin": "mnist1d"}
 TEACHER_MODEL: JSONDict = {"arch": "cnn", "channels": [32, 64, 64], "kernel_size": 5}
-TEACHER_TRAINING: JSONDict = {"epochs": 30}
-STUDENT_MODEL: JSONDict = {"arch": "mlp", "hidden": [32]}
-STUDENT_TRAINING: JSONDict = {"epochs": 40}
+TEACHER_TRAINING: JSONDict = {"epochs": 30, "batch_size": 64, "learning_rate": 0.003}
+STUDENT_MODEL: JSONDict = {"arch": "mlp", "hidden": [64]}
+STUDENT_TRAINING: JSONDict = {"epochs": 40, "batch_size": 128, "learning_rate": 0.003}
 """Shared by the student from scratch and the distilled student (same seed: a like-for-like comparison)."""
 DISTILLATION: JSONDict = {"temperature": 4.0, "alpha": 0.9}
 
-TRANSFER_SIZE = 20_000
+TRANSFER_SIZE = 50_000
 """Unlabeled MNIST-1D inputs in the transfer set (all of ``x`` and ``x_test`` of a generated dataset)."""
 TRANSFER_SEED = 2024
 """mnist1d's default seed (42) makes the builtin set; another seed gives fresh inputs."""

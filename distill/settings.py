@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     worker_id: str = ""
     """Names this worker in job leases; empty: hostname and pid."""
     cancel_poll_seconds: float = Field(default=0.5, ge=0.0)
+    torch_threads: int = Field(default=0, ge=0)
+    """CPU threads for PyTorch in a worker; 0 keeps PyTorch's default (one per core). On a small or shared
+    CPU, fewer threads than cores avoid oversubscription (two threads fighting for a busy core)."""
 
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from functools import cache
 
+import torch
+
 from distill.db import make_engine, make_session_factory
 from distill.queue import RUN_JOB_TASK, make_celery
 from distill.settings import get_settings
@@ -20,6 +22,8 @@ app = make_celery(get_settings())
 def get_runner() -> Runner:
     """One runner per worker process, built on first use (after Celery forks, never at import)."""
     settings = get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     engine = make_engine(settings.database_url)
     return Runner(settings=settings, session_factory=make_session_factory(engine), store=make_store(settings))
 

@@ -30,9 +30,13 @@ def write(tmp_path: Path, name: str, data: bytes | str) -> Path:
 
 
 def npz(tmp_path: Path, name: str = "d.npz", **arrays: np.ndarray) -> Path:
+    return npz_of(tmp_path, arrays, name)
+
+
+def npz_of(tmp_path: Path, arrays: dict[str, np.ndarray], name: str = "d.npz") -> Path:
     path = tmp_path / name
     with path.open("wb") as f:
-        np.savez(f, **arrays)  # type: ignore[arg-type]
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: allow_pickle clashes with **kwds
     return path
 
 
@@ -153,7 +157,7 @@ def test_format_sniffed_without_extension(tmp_path: Path) -> None:
 )
 def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], expected: str) -> None:
     with pytest.raises(DatasetError, match=expected):
-        read_dataset(npz(tmp_path, **arrays), "d.npz")
+        read_dataset(npz_of(tmp_path, arrays), "d.npz")
 
 
 def test_npz_object_array_is_never_unpickled(tmp_path: Path) -> None:

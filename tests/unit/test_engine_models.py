@@ -44,11 +44,13 @@ def test_parameter_count_and_names() -> None:
     assert names == list(build_model(cfg(MLPConfig(hidden=[100, 100], dropout=0.3), [40])).state_dict())
     cnn = build_model(cfg(CNNConfig(channels=[4, 8], kernel_size=3), [8, 8]))
     assert count_parameters(cnn) == (1 * 4 * 9 + 4) + (4 * 8 * 9 + 8) + (8 * 10 + 10)
-    assert isinstance(cnn[1], torch.nn.Conv2d)
+    assert isinstance(cnn, torch.nn.Sequential) and isinstance(cnn[1], torch.nn.Conv2d)
     cnn1d = build_model(cfg(CNNConfig(channels=[4]), [40]))
-    assert isinstance(cnn1d[1], torch.nn.Conv1d)
+    assert isinstance(cnn1d, torch.nn.Sequential) and isinstance(cnn1d[1], torch.nn.Conv1d)
     cnn3 = build_model(cfg(CNNConfig(channels=[4]), [3, 8, 8]))
-    assert isinstance(cnn3[0], torch.nn.Conv2d) and cnn3[0].in_channels == 3
+    assert isinstance(cnn3, torch.nn.Sequential)
+    first = cnn3[0]
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 3
 
 
 def test_same_seed_same_weights() -> None:
@@ -78,3 +80,16 @@ def test_resolve_device() -> None:
         assert resolve_device("cuda:0") == torch.device("cuda:0")
         with pytest.raises(ValueError, match="CUDA device"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+def test_engine_imports_no_service_libraries() -> None:
+    import subprocess
+    import sys
+
+    mods = "data, device, evaluate, export, losses, models, train"
+    code = (
+        f"import sys; from worker.engine import {mods}; "
+        "print(sorted(m for m in ('celery', 'sqlalchemy', 'boto3', 'fastapi') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

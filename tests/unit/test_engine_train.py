@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,17 @@ from worker.engine.models import build_model
 from worker.engine.train import NoCallbacks, TrainInputs, train_model
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest single-threaded; several threads thrash on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
 
 

@@ -15,7 +15,7 @@ from distill.modelfile import FORMAT_KEY, METADATA_KEY, ModelFileError, inspect_
 from distill.spec import CNNConfig, MLPConfig, StoredModelConfig
 
 CFG = StoredModelConfig(model=MLPConfig(hidden=[4]), input_shape=[3], num_classes=2)
-TENSORS = {
+TENSORS: dict[str, np.ndarray] = {
     "1.weight": np.zeros((4, 3), dtype=np.float32),
     "1.bias": np.zeros(4, dtype=np.float32),
     "4.weight": np.zeros((2, 4), dtype=np.float32),
@@ -41,7 +41,10 @@ def test_valid_file(tmp_path: Path) -> None:
 
 def test_cnn_config_and_half_precision(tmp_path: Path) -> None:
     cnn = StoredModelConfig(model=CNNConfig(channels=[2]), input_shape=[8, 8], num_classes=3)
-    tensors = {"w": np.zeros((2, 2), dtype=np.float16), "v": np.zeros(3, dtype=np.float64)}
+    tensors: dict[str, np.ndarray] = {
+        "w": np.zeros((2, 2), dtype=np.float16),
+        "v": np.zeros(3, dtype=np.float64),
+    }
     cfg, params = inspect_model_file(write(tmp_path, save(tensors, metadata=meta(cnn))))
     assert isinstance(cfg.model, CNNConfig) and cfg.input_shape == [8, 8] and params == 7
 
@@ -74,7 +77,7 @@ def test_bad_metadata(tmp_path: Path, metadata: dict[str, str] | None, expected:
 
 
 def test_integer_tensor_rejected(tmp_path: Path) -> None:
-    tensors = {**TENSORS, "steps": np.zeros(1, dtype=np.int64)}
+    tensors: dict[str, np.ndarray] = {**TENSORS, "steps": np.zeros(1, dtype=np.int64)}
     with pytest.raises(ModelFileError, match="'steps' has dtype I64"):
         inspect_model_file(write(tmp_path, save(tensors, metadata=meta())))
 
