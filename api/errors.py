@@ -54,28 +54,37 @@ def error_body(code: str, message: str, field: str | None = None, **extra: Any) 
     return {"error": {"code": code, "message": message, "field": field, **extra}}
 
 
-def _field_name(loc: tuple[Any, ...], body: Any) -> str:
-    """``data.train.file``-style name of the field an error is about, for the request body it came from.
+def _field_name(loc: tuple[Any, ...], body: Any) -> tuple[str, int]:
+    """``data.train.file``-style name of the field an error is about, and how many of its parts the
+    request body really has (a union error's most specific branch is the one that matched furthest).
 
     Pydantic puts the branch of a union it tried into the location (a tag such as ``mlp`` or a class name
     such as ``BuiltinData``): a part that is not in the body and is not the last one is such a branch.
     """
     if not loc:
-        return "body"
+        return "body", 0
     if loc[0] != "body":
-        return ".".join(str(p) for p in loc[1:]) or str(loc[0])
+        return ".".join(str(p) for p in loc[1:]) or str(loc[0]), len(loc)
     parts: list[str] = []
+    matched = 0
     node = body
     last = len(loc) - 1
     for index, part in enumerate(loc[1:], start=1):
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
+            matched += 1
         elif index < last:
             continue  # a union branch pydantic tried, not a field the user wrote
         parts.append(str(part))
-    return ".".join(parts) or "body"
+    return ".".join(parts) or "body", matched
+
+
+def _most_specific(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of the errors pydantic reports (one per union branch), the one a person should read first."""
+    vague = {"missing", "extra_forbidden", "dict_type", "model_type", "list_type"}
+    return max(errors, key=lambda err: (err["matched"], err["type"] not in vague))
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -90,15 +99,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         details = []
         for err in exc.errors():
-            field = _field_name(tuple(err.get("loc", ())), exc.body)
+            field, matched = _field_name(tuple(err.get("loc", ())), exc.body)
             msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            details.append({"field": field, "message": msg})
-        first = details[0] if details else {"field": "body", "message": "invalid request"}
+            details.append({"field": field, "message": msg, "matched": matched, "type": err.get("type", "")})
+        first = _most_specific(details) if details else {"field": "body", "message": "invalid request"}
         message = (
             first["message"]
             if first["message"].startswith(first["field"])
-            else (f"{first['field']}: {first['message']}")
+            else f"{first['field']}: {first['message']}"
         )
+        details = [{"field": d["field"], "message": d["message"]} for d in details]
         return JSONResponse(
             error_body("invalid_request", message, first["field"], errors=details), status_code=422
         )

@@ -33,7 +33,8 @@ from distill.datasets import ArrayDataset
 from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.data import load_builtin
 from worker.engine.evaluate import accuracy, predict_logits
-from worker.engine.train import NoCallbacks, TrainInputs, train_model
+from worker.engine.signals import compute_signals
+from worker.engine.train import NoCallbacks, TrainInputs, pool_inputs, train_model
 
 
 def _config(model: dict[str, object]) -> StoredModelConfig:
@@ -63,12 +64,16 @@ def main() -> None:
         teacher: torch.nn.Module | None = None,
     ):
         started = time.perf_counter()
+        inputs = TrainInputs(train, test, transfer if teacher is not None else None)
+        signals = None
+        if teacher is not None:  # the runner caches these; here they are recomputed (and timed) per run
+            signals = compute_signals([teacher], [1.0], pool_inputs(inputs), device)
         outcome = train_model(
             _config(model),
-            TrainInputs(train, test, transfer if teacher is not None else None),
+            inputs,
             TrainingSpec.model_validate({**training, "seed": seed}),
             distillation,
-            teacher,
+            signals,
             device,
             NoCallbacks(),
         )

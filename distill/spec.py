@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 BUILTIN_DATASETS = ("digits", "mnist1d")
 BuiltinName = Literal["digits", "mnist1d"]
@@ -34,10 +34,26 @@ class FileData(_Strict):
 DataRef = BuiltinData | FileData
 
 
+class AugmentSpec(_Strict):
+    """Enlarge the transfer set with jittered copies (what made Hinton's small MNIST students work).
+
+    Applies to ``data.transfer`` or, without one, to the training inputs; only with a teacher, whose soft
+    targets label the new inputs.
+    """
+
+    copies: int = Field(default=4, ge=1, le=64)
+    """Jittered copies of each input (the originals are kept too)."""
+    noise: float = Field(default=0.0, ge=0.0, le=10.0)
+    """Gaussian noise, in units of each feature's standard deviation."""
+    shift: int = Field(default=0, ge=0, le=64)
+    """Largest shift along each spatial axis, in positions (zero-padded)."""
+
+
 class DataSpec(_Strict):
     train: DataRef
     validation: DataRef | None = None
     transfer: DataRef | None = None
+    augment: AugmentSpec | None = None
 
 
 class MLPConfig(_Strict):
@@ -80,22 +96,115 @@ class JobTeacher(_Strict):
     """The model that a succeeded job produced."""
 
     job: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    """With several teachers: this teacher's share of the mixed soft targets (weights are normalised)."""
 
 
 class FileTeacher(_Strict):
     """An uploaded ``.safetensors`` model (``purpose=model``)."""
 
     file: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
 
 
 TeacherRef = JobTeacher | FileTeacher
 
 
-class DistillationSpec(_Strict):
-    """Hinton et al. (2015): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)``."""
+class _Loss(_Strict):
+    weight: float = Field(default=1.0, ge=0.0, le=1000.0)
 
-    temperature: float = Field(default=4.0, gt=0.0, le=100.0)
-    alpha: float = Field(default=0.9, ge=0.0, le=1.0)
+
+class KDLoss(_Loss):
+    """Hinton's soft-target loss: ``T^2 * KL(teacher_T || student_T)``."""
+
+    type: Literal["kd"]
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+    """None: ``distillation.temperature``."""
+
+
+class LogitMSELoss(_Loss):
+    """Mean squared error between student and teacher logits."""
+
+    type: Literal["logit_mse"]
+
+
+class DKDLoss(_Loss):
+    """Decoupled KD (Zhao et al., 2022): ``alpha * TCKD + beta * NCKD``."""
+
+    type: Literal["dkd"]
+    alpha: float = Field(default=1.0, ge=0.0, le=100.0)
+    """Weight of the target-class term (TCKD)."""
+    beta: float = Field(default=8.0, ge=0.0, le=100.0)
+    """Weight of the non-target-class term (NCKD)."""
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+
+
+class HintLoss(_Loss):
+    """FitNets: MSE between a student layer's output and a teacher layer's, through a learned projection."""
+
+    type: Literal["hint"]
+    student_layer: str = Field(min_length=1, max_length=200)
+    teacher_layer: str = Field(min_length=1, max_length=200)
+
+
+class AttentionLoss(_Loss):
+    """Attention-map transfer between transformer layers (student layer i learns teacher layer j)."""
+
+    type: Literal["attention"]
+    layer_map: list[tuple[int, int]] | None = Field(default=None, max_length=64)
+    """``[[student_layer, teacher_layer], ...]``; None: student layers to evenly spaced teacher layers."""
+
+
+class CELoss(_Loss):
+    """Cross-entropy with the hard labels (labeled examples only)."""
+
+    type: Literal["ce"]
+
+
+LossSpec = Annotated[
+    KDLoss | LogitMSELoss | DKDLoss | HintLoss | AttentionLoss | CELoss, Field(discriminator="type")
+]
+
+
+class DistillationSpec(_Strict):
+    """Hinton et al. (2015): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(labels)``.
+
+    ``losses`` replaces that default with a weighted sum of any of the registered losses. ``temperature``
+    and ``alpha`` may be ``"auto"``: the job then tries up to ``auto_budget`` candidates on the validation
+    split and reports which it chose.
+    """
+
+    temperature: float | Literal["auto"] = Field(default=4.0)
+    alpha: float | Literal["auto"] = Field(default=0.9)
+    losses: list[LossSpec] | None = Field(default=None, min_length=1, max_length=8)
+    auto_budget: int = Field(default=4, ge=0, le=64)
+    """How many short trial runs "auto" may spend."""
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0.0 < value <= 100.0:
+            raise ValueError('must be in (0, 100] or "auto"')
+        return value
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float | int) and not 0.0 <= value <= 1.0:
+            raise ValueError('must be in [0, 1] or "auto"')
+        return value
+
+    @field_validator("auto_budget")
+    @classmethod
+    def _budget_for_auto(cls, value: int, info: ValidationInfo) -> int:
+        wants_auto = "auto" in (info.data.get("temperature"), info.data.get("alpha"))
+        if wants_auto and value < 1:
+            raise ValueError('"auto" needs a budget of at least one trial run')
+        return value
+
+    @property
+    def uses_auto(self) -> bool:
+        return "auto" in (self.temperature, self.alpha)
 
 
 class TrainingSpec(_Strict):
@@ -110,9 +219,20 @@ class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
     data: DataSpec
     model: ModelConfig = Field(default_factory=MLPConfig)
-    teacher: TeacherRef | None = None
+    teacher: TeacherRef | list[TeacherRef] | None = None
+    """One teacher, or several (``[{"job": …, "weight": 2}, {"file": …}]``) whose soft targets are mixed."""
     distillation: DistillationSpec = Field(default_factory=DistillationSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
+    baseline: bool = False
+    """Also train the same student from scratch in this job, and compare in the report."""
+    export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, max_length=2)
+    """Formats exported besides ``model.safetensors``."""
+
+    @property
+    def teachers(self) -> list[TeacherRef]:
+        if self.teacher is None:
+            return []
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
 
 
 class StoredModelConfig(_Strict):
@@ -121,3 +241,18 @@ class StoredModelConfig(_Strict):
     model: ModelConfig
     input_shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=3)
     num_classes: int = Field(ge=2)
+
+    def layer_names(self) -> list[str]:
+        """The model's layer names (``named_modules()`` of the engine's ``nn.Sequential``: "0", "1", …).
+
+        Known without PyTorch so that the API can check a loss's layer names on submission; a unit test
+        keeps this in step with ``worker.engine.models.build_model``.
+        """
+        if isinstance(self.model, MLPConfig):
+            count = 1 + 3 * len(self.model.hidden) + 1  # flatten, (linear, relu, dropout)*, head
+        else:
+            add_channel = 1 if len(self.input_shape) < 3 else 0
+            count = (
+                add_channel + 3 * len(self.model.channels) + 4
+            )  # (conv, relu, pool)*, avg, flatten, dropout, head
+        return [str(i) for i in range(count)]

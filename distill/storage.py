@@ -46,6 +46,11 @@ def artifact_key(tenant_id: str, job_id: str, name: str) -> str:
     return f"tenants/{tenant_id}/jobs/{job_id}/artifacts/{name}"
 
 
+def teacher_outputs_key(tenant_id: str, digest: str) -> str:
+    """Content-addressed: ``digest`` hashes the teachers, the inputs and what was captured."""
+    return f"tenants/{tenant_id}/cache/teacher-outputs/{digest}"
+
+
 def checkpoint_key(tenant_id: str, job_id: str, step: int) -> str:
     return f"tenants/{tenant_id}/jobs/{job_id}/checkpoints/{step}"
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
-from helpers import free_port, wait_for
+from helpers import free_port, stop_process, wait_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -163,7 +163,7 @@ def s3_server() -> Iterator[str]:
                 wait_for(lambda: exited() or up(), timeout=60, interval=0.2)
             if up():
                 break
-            _stop(process)
+            stop_process(process)
             process = None
         if process is None:
             log.seek(0)
@@ -172,17 +172,7 @@ def s3_server() -> Iterator[str]:
         try:
             yield endpoint
         finally:
-            _stop(process)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            stop_process(process)
 
 
 def s3_client(endpoint: str) -> S3Client:

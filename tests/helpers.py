@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -35,3 +36,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             detail = f": last error {last_error!r}" if last_error else ""
             raise TimeoutError(f"condition not met within {timeout:g}s{detail}") from last_error
         time.sleep(interval)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Terminate ``process`` (SIGTERM), and kill it if it has not exited within ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

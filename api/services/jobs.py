@@ -18,7 +18,16 @@ from distill.events import append_event
 from distill.ids import new_job_id
 from distill.jobstate import TERMINAL, JobStatus
 from distill.queue import enqueue_job
-from distill.spec import BuiltinData, DataRef, FileTeacher, JobSpec, JobTeacher, StoredModelConfig
+from distill.spec import (
+    AttentionLoss,
+    BuiltinData,
+    DataRef,
+    HintLoss,
+    JobSpec,
+    JobTeacher,
+    StoredModelConfig,
+    TeacherRef,
+)
 from distill.tables import Artifact, File, Job, JobEvent, Tenant
 
 log = logging.getLogger(__name__)
@@ -38,31 +47,87 @@ def _data_info(session: Session, tenant: Tenant, ref: DataRef, field: str) -> Da
     return DatasetInfo.from_meta(row.meta)
 
 
-def _teacher_config(session: Session, tenant: Tenant, spec: JobSpec) -> StoredModelConfig | None:
-    teacher = spec.teacher
+def _teacher_config(session: Session, tenant: Tenant, teacher: TeacherRef, field: str) -> StoredModelConfig:
+    """The config of one teacher reference; ``field`` is where it sits in the spec (``teacher.0``…)."""
     if isinstance(teacher, JobTeacher):
         job = find_owned(session, Job, teacher.job, tenant)
         if job is None:
-            raise Invalid(f"teacher.job: no job {teacher.job!r}", field="teacher.job")
+            raise Invalid(f"{field}.job: no job {teacher.job!r}", field=f"{field}.job")
         if job.status != JobStatus.SUCCEEDED or not job.result:
             raise Invalid(
-                f"teacher.job: {teacher.job} has not succeeded (status: {job.status}); "
+                f"{field}.job: {teacher.job} has not succeeded (status: {job.status}); "
                 "wait for it to succeed or pick another teacher",
-                field="teacher.job",
+                field=f"{field}.job",
             )
         return StoredModelConfig.model_validate(job.result["model_config"])
-    if isinstance(teacher, FileTeacher):
-        row = find_owned(session, File, teacher.file, tenant)
-        if row is None:
-            raise Invalid(f"teacher.file: no file {teacher.file!r}", field="teacher.file")
-        if row.purpose != "model":
+    row = find_owned(session, File, teacher.file, tenant)
+    if row is None:
+        raise Invalid(f"{field}.file: no file {teacher.file!r}", field=f"{field}.file")
+    if row.purpose != "model":
+        raise Invalid(
+            f"{field}.file: {teacher.file} is a {row.purpose}, not a model (upload it with purpose=model)",
+            field=f"{field}.file",
+        )
+    return StoredModelConfig.model_validate(row.meta["config"])
+
+
+def _check_losses(spec: JobSpec, train: DatasetInfo, teachers: list[StoredModelConfig]) -> None:
+    """Layer names and loss/teacher combinations, so a bad loss answers 422 now, not a failed job later."""
+    assert train.num_classes is not None
+    student = StoredModelConfig(
+        model=spec.model, input_shape=train.input_shape, num_classes=train.num_classes
+    )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        field = f"distillation.losses.{index}"
+        if isinstance(loss, AttentionLoss):
             raise Invalid(
-                f"teacher.file: {teacher.file} is a {row.purpose}, not a model "
-                "(upload it with purpose=model)",
-                field="teacher.file",
+                f"{field}.type: the attention loss needs a transformer student and teacher; "
+                f"{spec.model.arch} models have no attention maps",
+                field=f"{field}.type",
             )
-        return StoredModelConfig.model_validate(row.meta["config"])
-    return None
+        if isinstance(loss, HintLoss):
+            if len(teachers) != 1:
+                raise Invalid(
+                    f"{field}: a hint loss matches one teacher's layer; this job has {len(teachers)}",
+                    field=field,
+                )
+            for role, name, config in (
+                ("student", loss.student_layer, student),
+                ("teacher", loss.teacher_layer, teachers[0]),
+            ):
+                names = config.layer_names()
+                if name not in names:
+                    raise Invalid(
+                        f"{field}.{role}_layer: the {role} has no layer {name!r}; its layers are "
+                        f"{', '.join(names)}",
+                        field=f"{field}.{role}_layer",
+                    )
+
+
+def _check_teachers(
+    session: Session, tenant: Tenant, spec: JobSpec, train: DatasetInfo
+) -> list[StoredModelConfig]:
+    several = isinstance(spec.teacher, list)
+    configs = []
+    for index, teacher in enumerate(spec.teachers):
+        base = f"teacher.{index}" if several else "teacher"
+        field = f"{base}.job" if isinstance(teacher, JobTeacher) else f"{base}.file"
+        config = _teacher_config(session, tenant, teacher, base)
+        if config.num_classes != train.num_classes:
+            others = " (all teachers must predict the same classes)" if several else ""
+            raise Invalid(
+                f"{field}: the teacher predicts {config.num_classes} classes but the data has "
+                f"{train.num_classes}{others}",
+                field=field,
+            )
+        if config.input_shape != train.input_shape:
+            raise Invalid(
+                f"{field}: the teacher takes inputs of shape {config.input_shape} but the data has "
+                f"{train.input_shape}",
+                field=field,
+            )
+        configs.append(config)
+    return configs
 
 
 def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> DatasetInfo:
@@ -72,7 +137,25 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Dataset
             "data.transfer: a transfer set is only used with a teacher; add `teacher` or drop data.transfer",
             field="data.transfer",
         )
+    if spec.data.augment is not None and spec.teacher is None:
+        raise Invalid(
+            "data.augment: augmented inputs are labeled by a teacher's soft targets; add `teacher`",
+            field="data.augment",
+        )
+    if spec.teacher is None:
+        for index, loss in enumerate(spec.distillation.losses or []):
+            if loss.type != "ce":
+                raise Invalid(
+                    f"distillation.losses.{index}.type: the {loss.type} loss needs a teacher; add `teacher`",
+                    field=f"distillation.losses.{index}.type",
+                )
     train = _data_info(session, tenant, spec.data.train, "data.train")
+    if train.kind != "tabular":
+        raise Invalid(
+            f"data.train: {train.kind} datasets are not supported by the {spec.model.arch} model; "
+            "use numeric features (CSV, NPZ, Parquet or JSONL with numbers)",
+            field="data.train",
+        )
     if not train.has_labels or train.num_classes is None:
         raise Invalid(
             "data.train: the training set has no labels (a `label` column or `y` array); "
@@ -98,21 +181,7 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Dataset
                 f"{train.num_classes} classes",
                 field=f"data.{name}",
             )
-    teacher = _teacher_config(session, tenant, spec)
-    if teacher is not None:
-        field = "teacher.job" if isinstance(spec.teacher, JobTeacher) else "teacher.file"
-        if teacher.num_classes != train.num_classes:
-            raise Invalid(
-                f"{field}: the teacher predicts {teacher.num_classes} classes but the data has "
-                f"{train.num_classes}",
-                field=field,
-            )
-        if teacher.input_shape != train.input_shape:
-            raise Invalid(
-                f"{field}: the teacher takes inputs of shape {teacher.input_shape} but the data has "
-                f"{train.input_shape}",
-                field=field,
-            )
+    _check_losses(spec, train, _check_teachers(session, tenant, spec, train))
     return train
 
 

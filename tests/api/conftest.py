@@ -19,7 +19,8 @@ from distill.settings import Settings
 
 @pytest.fixture(scope="session")
 def api_settings(services_env: dict[str, str]) -> Settings:
-    settings = settings_from_env(services_env)
+    # A queue of their own: no worker (such as the integration tests') ever takes these jobs.
+    settings = settings_from_env({**services_env, "DISTILL_QUEUE_NAME": "distill-api-tests"})
     prepare(settings)
     return settings
 

@@ -169,3 +169,84 @@ def test_artifacts_of_a_job_without_any(client, acme):
     assert client.get(f"/v1/jobs/{job_id}/artifacts", headers=acme).json()["data"] == []
     missing = client.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers=acme)
     assert missing.status_code == 404
+
+
+def test_several_teachers_must_agree_on_classes_and_each_is_checked(client, acme):
+    ten = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
+    three = upload(client, acme, "m3.safetensors", model_bytes([8, 8], 3), "model").json()["id"]
+    digits = {"builtin": "digits"}
+    ok = client.post(
+        "/v1/jobs",
+        headers=acme,
+        json={"data": {"train": digits}, "teacher": [{"file": ten, "weight": 2}, {"file": ten}]},
+    )
+    assert ok.status_code == 201, ok.text
+    assert ok.json()["spec"]["teacher"][0]["weight"] == 2
+    cases = [
+        ({"teacher": [{"file": ten}, {"file": three}]}, "teacher.1.file", "same classes"),
+        ({"teacher": [{"file": ten}, {"job": "job_nope"}]}, "teacher.1.job", "no job"),
+        ({"teacher": [{"file": ten, "weight": 0}]}, "teacher.0.weight", "greater than 0"),
+    ]
+    for extra, field, words in cases:
+        response = client.post("/v1/jobs", headers=acme, json={"data": {"train": digits}, **extra})
+        assert response.status_code == 422, (extra, response.text)
+        assert response.json()["error"]["field"] == field
+        assert words in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "words"),
+    [
+        ({"data": {"train": {"builtin": "digits"}, "augment": {"copies": 2}}}, "data.augment", "teacher"),
+        ({"distillation": {"losses": [{"type": "kd"}]}}, "distillation.losses.0.type", "needs a teacher"),
+        ({"distillation": {"losses": [{"type": "nope"}]}}, "distillation.losses.0", "type"),
+        ({"distillation": {"alpha": "auto", "auto_budget": 0}}, "distillation.auto_budget", "budget"),
+        ({"distillation": {"temperature": 0}}, "distillation.temperature", "auto"),
+        ({"export": ["tflite"]}, "export.0", "onnx"),
+    ],
+)
+def test_engine_options_are_checked_on_submission(client, acme, spec, field, words):
+    body = {"data": {"train": {"builtin": "digits"}}, **spec}
+    response = client.post("/v1/jobs", headers=acme, json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field, error
+    assert words in error["message"], error
+
+
+def test_loss_layers_and_combinations_are_checked_on_submission(client, acme):
+    ten = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
+    digits = {"builtin": "digits"}
+    hint = {"type": "hint", "student_layer": "1", "teacher_layer": "1"}
+    ok = client.post(
+        "/v1/jobs",
+        headers=acme,
+        json={
+            "data": {"train": digits},
+            "teacher": {"file": ten},
+            "distillation": {"losses": [{"type": "kd"}, hint]},
+        },
+    )
+    assert ok.status_code == 201, ok.text
+    cases = [
+        (
+            {**hint, "student_layer": "99"},
+            {"file": ten},
+            "distillation.losses.0.student_layer",
+            "no layer '99'",
+        ),
+        (
+            {**hint, "teacher_layer": "fc"},
+            {"file": ten},
+            "distillation.losses.0.teacher_layer",
+            "its layers are",
+        ),
+        (hint, [{"file": ten}, {"file": ten}], "distillation.losses.0", "one teacher"),
+        ({"type": "attention"}, {"file": ten}, "distillation.losses.0.type", "transformer"),
+    ]
+    for loss, teacher, field, words in cases:
+        body = {"data": {"train": digits}, "teacher": teacher, "distillation": {"losses": [loss]}}
+        response = client.post("/v1/jobs", headers=acme, json=body)
+        assert response.status_code == 422, (loss, response.text)
+        assert response.json()["error"]["field"] == field
+        assert words in response.json()["error"]["message"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from helpers import free_port, wait_for
+from helpers import free_port, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 
 from api.app import create_app
@@ -41,16 +41,6 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -72,7 +72,8 @@ def test_teacher_trains_reports_and_its_model_gives_the_reported_accuracy(acme, 
     model_path = acme.download_artifact(job["id"], "model.safetensors", tmp_path)
     assert sha256(model_path) == artifacts["model.safetensors"]["sha256"]
     report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path).read_text())
-    assert report["result"]["test_accuracy"] == result["test_accuracy"]
+    assert report["student"]["test_accuracy"] == result["test_accuracy"]
+    assert report["job_id"] == job["id"]
 
     model, cfg = load_model(model_path)
     assert cfg.input_shape == [8, 8] and cfg.num_classes == 10

@@ -93,3 +93,19 @@ def test_engine_imports_no_service_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        StoredModelConfig(model=MLPConfig(hidden=[]), input_shape=[5], num_classes=3),
+        StoredModelConfig(model=MLPConfig(hidden=[16, 8]), input_shape=[8, 8], num_classes=10),
+        StoredModelConfig(model=CNNConfig(channels=[4, 8]), input_shape=[40], num_classes=10),
+        StoredModelConfig(model=CNNConfig(channels=[4, 8, 8]), input_shape=[8, 8], num_classes=10),
+        StoredModelConfig(model=CNNConfig(channels=[4, 8, 8, 8]), input_shape=[3, 2, 2], num_classes=10),
+    ],
+)
+def test_layer_names_known_without_torch_match_the_built_model(cfg):
+    from worker.engine.features import layer_names
+
+    assert cfg.layer_names() == layer_names(build_model(cfg))

@@ -1,8 +1,11 @@
-"""The training loop: plain supervised training, or knowledge distillation from a teacher.
+"""The training loop: plain supervised training, or knowledge distillation from teacher signals.
 
-With a teacher, its logits are computed once, before the loop, for every example of the pool: the labeled
-train set plus the (unlabeled) transfer set. Each step then mixes KD over the whole batch with cross-entropy
-over the batch's labeled examples (see :func:`worker.engine.losses.distillation_loss`).
+The pool of training examples is the labeled train set, then the (unlabeled) transfer set
+(:func:`pool_inputs`). The teachers are not run here: :func:`worker.engine.signals.compute_signals` ran
+them once over the pool (or a cache restored their outputs), and each step reads the batch's rows of those
+:class:`~worker.engine.signals.TeacherSignals`. The loss is the spec's objective
+(:mod:`worker.engine.objective`): by default ``alpha * KD`` over the whole batch plus ``(1 - alpha) * CE``
+over its labeled examples.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from torch import nn
 from distill.datasets import ArrayDataset
 from distill.spec import DistillationSpec, StoredModelConfig, TrainingSpec
 from worker.engine.evaluate import autocast, predict_logits
-from worker.engine.losses import distillation_loss
+from worker.engine.features import FeatureCapture
 from worker.engine.models import build_model
+from worker.engine.objective import build_objective
+from worker.engine.signals import TeacherSignals
 
 
 @dataclass
@@ -38,7 +43,8 @@ class TrainCallbacks(Protocol):
         """After each optimizer step; ``step`` counts from 1 to ``steps`` over all epochs."""
 
     def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        """After each epoch: ``train_loss``, ``val_accuracy``, ``val_loss`` (+ ``kd_loss``, ``ce_loss``)."""
+        """After each epoch: ``train_loss``, ``val_accuracy``, ``val_loss``; with a teacher also each loss
+        term's epoch mean (``kd_loss``, ``ce_loss``, ... see :class:`~worker.engine.objective.Objective`)."""
 
     def should_stop(self) -> bool:
         """Polled before each step; true stops training at once (e.g. the job was cancelled)."""
@@ -65,47 +71,63 @@ class TrainOutcome:
     """One entry per finished epoch: ``epoch`` and the epoch's metrics."""
 
 
+def pool_inputs(inputs: TrainInputs) -> np.ndarray:
+    """The pool's inputs (float32), in the order the teacher signals must follow: train, then transfer."""
+    parts = [inputs.train.x] if inputs.transfer is None else [inputs.train.x, inputs.transfer.x]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _pool_labels(inputs: TrainInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels, labeled)`` for the pool: the train labels, then 0 / ``False`` for each transfer input."""
+    assert inputs.train.y is not None  # checked by _check_inputs
+    n_transfer = 0 if inputs.transfer is None else len(inputs.transfer)
+    labels = np.concatenate([inputs.train.y, np.zeros(n_transfer, dtype=np.int64)])
+    labeled = np.concatenate([np.ones(len(inputs.train), dtype=bool), np.zeros(n_transfer, dtype=bool)])
+    return torch.from_numpy(labels), torch.from_numpy(labeled)
+
+
 def train_model(
     cfg: StoredModelConfig,
     inputs: TrainInputs,
     training: TrainingSpec,
     distillation: DistillationSpec,
-    teacher: nn.Module | None,
+    signals: TeacherSignals | None,
     device: torch.device,
     callbacks: TrainCallbacks,
+    *,
+    temperature: float | None = None,
+    alpha: float | None = None,
 ) -> TrainOutcome:
-    """Train a student of architecture ``cfg``; on CPU the same inputs and seed give the same weights."""
-    _check_inputs(cfg, inputs, teacher)
+    """Train a student of architecture ``cfg``; on CPU the same inputs and seed give the same weights.
+
+    ``signals``: the teachers' outputs over :func:`pool_inputs` (``None``: no teacher, plain training).
+    ``temperature`` / ``alpha``: the resolved numbers when the spec says ``"auto"``; ``None`` takes the
+    spec's value. Raises ``ValueError`` with a message for the user when inputs, signals or losses do not fit.
+    """
+    _check_inputs(cfg, inputs, signals is not None)
+    temperature, alpha = _resolve(distillation, temperature, alpha, has_teacher=signals is not None)
+    x = torch.from_numpy(pool_inputs(inputs))
+    y, labeled = _pool_labels(inputs)
+    if signals is not None:
+        _check_signals(signals, len(x), cfg.num_classes)
+
     torch.manual_seed(training.seed)
     model = build_model(cfg).to(device)
+    objective = build_objective(
+        distillation,
+        temperature=temperature,
+        alpha=alpha,
+        student=model,
+        teacher_feature_shapes={} if signals is None else signals.feature_shapes,
+        has_teacher=signals is not None,
+        student_input=x[:2].to(device),
+    )
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+        [*model.parameters(), *objective.parameters()],
+        lr=training.learning_rate,
+        weight_decay=training.weight_decay,
     )
-
-    # The pool of training examples: labeled train, plus unlabeled transfer inputs when there is a teacher.
-    assert inputs.train.y is not None  # checked above
-    x_parts, y_parts, mask_parts = (
-        [inputs.train.x],
-        [inputs.train.y],
-        [np.ones(len(inputs.train), dtype=bool)],
-    )
-    if teacher is not None and inputs.transfer is not None:
-        n_transfer = len(inputs.transfer)
-        x_parts.append(inputs.transfer.x)
-        y_parts.append(np.zeros(n_transfer, dtype=np.int64))
-        mask_parts.append(np.zeros(n_transfer, dtype=bool))
-    x_np = np.concatenate(x_parts).astype(np.float32, copy=False)
-    x = torch.from_numpy(x_np)
-    y = torch.from_numpy(np.concatenate(y_parts))
-    labeled = torch.from_numpy(np.concatenate(mask_parts))
-    teacher_logits = None
-    if teacher is not None:
-        teacher_logits = predict_logits(teacher, x_np, device)  # once, in eval mode, no grad
-        if teacher_logits.shape[1] != cfg.num_classes:
-            raise ValueError(
-                f"the teacher predicts {teacher_logits.shape[1]} classes "
-                f"but the student has {cfg.num_classes}"
-            )
+    student_features = FeatureCapture(model, objective.student_layers, role="student")
 
     n = len(x)
     steps_per_epoch = math.ceil(n / training.batch_size)
@@ -125,12 +147,10 @@ def train_model(
             xb = x[idx].to(device, non_blocking=True)
             yb = y[idx].to(device, non_blocking=True)
             mb = labeled[idx].to(device, non_blocking=True)
-            tb = None if teacher_logits is None else teacher_logits[idx].to(device, non_blocking=True)
-            with autocast(device):
+            teacher = None if signals is None else signals.batch(idx, device)
+            with student_features, autocast(device):
                 logits = model(xb)
-            loss, parts = distillation_loss(
-                logits.float(), tb, yb, mb, alpha=distillation.alpha, temperature=distillation.temperature
-            )
+            loss, parts = objective(logits, student_features.outputs, yb, mb, teacher)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -140,7 +160,7 @@ def train_model(
             callbacks.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
 
         metrics = {"train_loss": totals.pop("loss") / n}
-        if teacher_logits is not None:
+        if signals is not None:
             metrics |= {key: total / n for key, total in totals.items()}
         metrics |= _validate(model, inputs.validation, device)
         history.append({"epoch": float(epoch), **metrics})
@@ -148,6 +168,32 @@ def train_model(
 
     model.eval()
     return TrainOutcome(model=model, stopped=False, history=history)
+
+
+def _resolve(
+    distillation: DistillationSpec, temperature: float | None, alpha: float | None, *, has_teacher: bool
+) -> tuple[float, float]:
+    """The temperature and alpha to train with: the arguments, else the spec's numbers (unused, and so
+    allowed to stay ``"auto"``, without a teacher)."""
+    t = distillation.temperature if temperature is None else temperature
+    a = distillation.alpha if alpha is None else alpha
+    if isinstance(t, str) or isinstance(a, str):
+        if has_teacher:
+            raise ValueError('distillation: "auto" temperature / alpha must be resolved before training')
+        return 1.0, 0.0
+    return float(t), float(a)
+
+
+def _check_signals(signals: TeacherSignals, n: int, num_classes: int) -> None:
+    if signals.num_examples != n:
+        raise ValueError(
+            f"the teacher signals cover {signals.num_examples} examples but the pool has {n} "
+            "(train inputs, then transfer inputs)"
+        )
+    if signals.num_classes != num_classes:
+        raise ValueError(
+            f"the teacher predicts {signals.num_classes} classes but the student has {num_classes}"
+        )
 
 
 def _validate(model: nn.Module, validation: ArrayDataset, device: torch.device) -> dict[str, float]:
@@ -160,11 +206,11 @@ def _validate(model: nn.Module, validation: ArrayDataset, device: torch.device) 
     }
 
 
-def _check_inputs(cfg: StoredModelConfig, inputs: TrainInputs, teacher: nn.Module | None) -> None:
+def _check_inputs(cfg: StoredModelConfig, inputs: TrainInputs, has_teacher: bool) -> None:
     """Raise ``ValueError`` with a clear message for inputs that do not fit the model or each other."""
     named = [("train", inputs.train), ("validation", inputs.validation)]
     if inputs.transfer is not None:
-        if teacher is None:
+        if not has_teacher:
             raise ValueError("a transfer set is only used with a teacher")
         named.append(("transfer", inputs.transfer))
     for name, ds in named:

@@ -1,0 +1,284 @@
+"""The training objective: the spec's weighted sum of registered losses (:data:`LOSSES`).
+
+Without ``distillation.losses`` the objective is Hinton's ``alpha * KD + (1 - alpha) * CE`` (just CE
+without a teacher). With it, ``sum(weight_i * loss_i)``. KD, logit MSE and DKD apply to every example of
+the batch; CE only to the labeled ones. DKD decouples each example around its label, or, for unlabeled
+(transfer) examples, around the teacher's most likely class. Hint losses train a projection (see
+:func:`~worker.engine.losses.hint_projection`) along with the student: add :meth:`Objective.parameters`
+to the optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distill.spec import (
+    AttentionLoss,
+    CELoss,
+    DistillationSpec,
+    DKDLoss,
+    HintLoss,
+    KDLoss,
+    LogitMSELoss,
+    LossSpec,
+)
+from worker.engine.evaluate import eval_mode
+from worker.engine.features import (
+    ATTENTIONS,
+    FeatureCapture,
+    attention_key,
+    attention_layers,
+    exposes_attentions,
+)
+from worker.engine.losses import (
+    LOSSES,
+    attention_loss,
+    default_layer_map,
+    dkd_loss,
+    hint_loss,
+    hint_projection,
+    kd_loss,
+    logit_mse_loss,
+    masked_cross_entropy,
+)
+from worker.engine.signals import TeacherBatch
+
+__all__ = ["LOSSES", "Objective", "build_objective", "loss_specs", "student_capture", "teacher_capture"]
+
+
+def loss_specs(distillation: DistillationSpec, *, alpha: float, has_teacher: bool = True) -> list[LossSpec]:
+    """The spec's losses, or the default: ``[kd (weight alpha), ce (weight 1 - alpha)]``; ``[ce]`` without
+    a teacher."""
+    if distillation.losses is not None:
+        return list(distillation.losses)
+    if not has_teacher:
+        return [CELoss(type="ce", weight=1.0)]
+    return [KDLoss(type="kd", weight=alpha), CELoss(type="ce", weight=1.0 - alpha)]
+
+
+def teacher_capture(distillation: DistillationSpec) -> list[str]:
+    """The teacher layers to capture for these losses (pass as ``compute_signals(capture=...)``)."""
+    names: list[str] = []
+    for spec in distillation.losses or []:
+        name = spec.teacher_layer if isinstance(spec, HintLoss) else None
+        name = ATTENTIONS if isinstance(spec, AttentionLoss) else name
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+def student_capture(distillation: DistillationSpec) -> list[str]:
+    """The student layers the losses read (hint layers, and the attention maps for attention losses)."""
+    names: list[str] = []
+    for spec in distillation.losses or []:
+        name = spec.student_layer if isinstance(spec, HintLoss) else None
+        name = ATTENTIONS if isinstance(spec, AttentionLoss) else name
+        if name is not None and name not in names:
+            names.append(name)
+    return names
+
+
+@dataclass
+class _Term:
+    key: str
+    """Its name in the reported parts: ``kd_loss``, ``ce_loss``, ``hint2_loss`` (the second hint), ..."""
+    spec: LossSpec
+    layer_map: list[tuple[int, int]] | None = None
+    """Attention only: the resolved (student layer, teacher layer) pairs."""
+
+
+class Objective:
+    """``objective(student_logits, student_features, labels, labeled_mask, teacher) -> (loss, parts)``.
+
+    ``parts`` holds ``loss`` and each term's unweighted value (``kd_loss``, ``ce_loss``, ...).
+    ``student_layers`` / ``teacher_layers`` say what to capture on each side (see
+    :mod:`worker.engine.features`).
+    """
+
+    def __init__(
+        self,
+        terms: list[_Term],
+        *,
+        temperature: float,
+        projections: nn.ModuleDict,
+        student_layers: list[str],
+        teacher_layers: list[str],
+    ) -> None:
+        self.terms = terms
+        self.temperature = temperature
+        self.projections = projections
+        self.student_layers = student_layers
+        self.teacher_layers = teacher_layers
+        self.needs_teacher = any(not isinstance(term.spec, CELoss) for term in terms)
+
+    def parameters(self) -> Iterator[nn.Parameter]:
+        """The hint projections' parameters: train them with the student."""
+        return self.projections.parameters()
+
+    def to(self, device: torch.device) -> Objective:
+        self.projections.to(device)
+        return self
+
+    def __call__(
+        self,
+        student_logits: torch.Tensor,
+        student_features: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+        labeled_mask: torch.Tensor,
+        teacher: TeacherBatch | None,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if teacher is None and self.needs_teacher:
+            raise ValueError("this objective has teacher losses but no teacher signals were given")
+        logits = student_logits.float()
+        probs_at: dict[float, torch.Tensor] = {}
+
+        def teacher_probs(temperature: float) -> torch.Tensor:
+            assert teacher is not None
+            if temperature not in probs_at:
+                probs_at[temperature] = teacher.probs(temperature)
+            return probs_at[temperature]
+
+        values: list[torch.Tensor] = []
+        for index, term in enumerate(self.terms):
+            spec = term.spec
+            if isinstance(spec, CELoss):
+                value = masked_cross_entropy(logits, labels, labeled_mask)
+            elif isinstance(spec, KDLoss):
+                t = self.temperature if spec.temperature is None else spec.temperature
+                value = kd_loss(logits, teacher_probs(t), t)
+            elif isinstance(spec, LogitMSELoss):
+                assert teacher is not None
+                value = logit_mse_loss(logits, teacher.logits)
+            elif isinstance(spec, DKDLoss):
+                t = self.temperature if spec.temperature is None else spec.temperature
+                probs = teacher_probs(t)
+                target = torch.where(labeled_mask, labels, probs.argmax(dim=1))
+                value = dkd_loss(logits, probs, target, spec.alpha, spec.beta, t)
+            elif isinstance(spec, HintLoss):
+                assert teacher is not None
+                projection = self.projections[str(index)]
+                value = hint_loss(
+                    student_features[spec.student_layer], teacher.features[spec.teacher_layer], projection
+                )
+            else:
+                assert isinstance(spec, AttentionLoss) and teacher is not None and term.layer_map is not None
+                n_s = 1 + max(i for i, _ in term.layer_map)
+                n_t = 1 + max(j for _, j in term.layer_map)
+                value = attention_loss(
+                    [student_features[attention_key(i)] for i in range(n_s)],
+                    [teacher.features[attention_key(j)] for j in range(n_t)],
+                    term.layer_map,
+                )
+            values.append(value)
+        weights = torch.tensor([term.spec.weight for term in self.terms], device=logits.device)
+        stacked = torch.stack(values)
+        loss = (weights * stacked).sum()
+        numbers = torch.cat([loss.detach().reshape(1), stacked.detach()]).tolist()  # one device sync
+        keys = ["loss", *(term.key for term in self.terms)]
+        return loss, dict(zip(keys, numbers, strict=True))
+
+
+def build_objective(
+    distillation: DistillationSpec,
+    *,
+    temperature: float,
+    alpha: float,
+    student: nn.Module,
+    teacher_feature_shapes: Mapping[str, torch.Size],
+    has_teacher: bool = True,
+    student_input: torch.Tensor | None = None,
+) -> Objective:
+    """The objective for ``distillation`` (see the module doc), with ``temperature`` / ``alpha`` resolved.
+
+    ``teacher_feature_shapes``: per-example shapes of the captured teacher layers
+    (:attr:`TeacherSignals.feature_shapes`). ``student_input``: a few examples on the student's device,
+    run once (eval mode, no grad) to size the hint projections; needed only with hint losses. Raises
+    ``ValueError`` with a message for the user: a teacher loss without a teacher, a layer that does not
+    exist (listing those that do), an attention loss without transformers, a bad layer map.
+    Projections are initialised from torch's global RNG (seed it first).
+    """
+    specs = loss_specs(distillation, alpha=alpha, has_teacher=has_teacher)
+    field = "distillation.losses"
+    for i, spec in enumerate(specs):
+        if spec.type not in LOSSES:  # the spec and the registry are kept in step by a test
+            raise ValueError(f"{field}[{i}]: unknown loss {spec.type!r}; choose one of {sorted(LOSSES)}")
+        if not has_teacher and not isinstance(spec, CELoss):
+            raise ValueError(
+                f"{field}[{i}]: the {spec.type} loss needs a teacher; without one only ce is allowed"
+            )
+    student_layers = student_capture(distillation)
+    if ATTENTIONS in student_layers and not exposes_attentions(student):
+        raise ValueError(
+            "attention loss needs a transformer student (one that exposes its attention maps); "
+            "this student has none"
+        )
+    hint_layers = [name for name in student_layers if name != ATTENTIONS]
+    student_shapes = _probe(student, hint_layers, student_input) if hint_layers else {}
+
+    counts: dict[str, int] = {}
+    terms: list[_Term] = []
+    projections = nn.ModuleDict()
+    for i, spec in enumerate(specs):
+        counts[spec.type] = counts.get(spec.type, 0) + 1
+        n = counts[spec.type]
+        term = _Term(key=f"{spec.type}{n if n > 1 else ''}_loss", spec=spec)
+        if isinstance(spec, HintLoss):
+            if spec.teacher_layer not in teacher_feature_shapes:
+                captured = sorted(teacher_feature_shapes) or "none"
+                raise ValueError(
+                    f"{field}[{i}]: the teacher layer {spec.teacher_layer!r} was not captured "
+                    f"(captured: {captured}); compute the signals with teacher_capture(distillation)"
+                )
+            try:
+                projections[str(i)] = hint_projection(
+                    student_shapes[spec.student_layer], teacher_feature_shapes[spec.teacher_layer]
+                )
+            except ValueError as exc:
+                raise ValueError(f"{field}[{i}]: {exc}") from exc
+        elif isinstance(spec, AttentionLoss):
+            term.layer_map = _attention_map(spec, student, teacher_feature_shapes, f"{field}[{i}]")
+        terms.append(term)
+    if student_input is not None:
+        projections.to(student_input.device)
+    return Objective(
+        terms,
+        temperature=temperature,
+        projections=projections,
+        student_layers=student_layers,
+        teacher_layers=teacher_capture(distillation),
+    )
+
+
+def _probe(student: nn.Module, names: list[str], student_input: torch.Tensor | None) -> dict[str, torch.Size]:
+    """Per-example output shapes of the student's layers ``names`` (checks that they exist first)."""
+    capture = FeatureCapture(student, names, role="student")  # raises for unknown layers
+    if student_input is None:
+        raise ValueError("build_objective needs student_input to size the hint projections")
+    with eval_mode(student), torch.no_grad(), capture:
+        student(student_input)
+    return {key: value.shape[1:] for key, value in capture.outputs.items()}
+
+
+def _attention_map(
+    spec: AttentionLoss, student: nn.Module, teacher_shapes: Mapping[str, torch.Size], field: str
+) -> list[tuple[int, int]]:
+    n_student = len(attention_layers(student))
+    n_teacher = sum(1 for key in teacher_shapes if key.startswith(f"{ATTENTIONS}."))
+    if n_teacher == 0:
+        raise ValueError(
+            f"{field}: attention loss needs a transformer teacher whose attention maps were captured "
+            f"(capture {ATTENTIONS!r})"
+        )
+    layer_map = [tuple(pair) for pair in spec.layer_map] if spec.layer_map else None
+    pairs = default_layer_map(n_student, n_teacher) if layer_map is None else layer_map
+    for s, t in pairs:
+        if not (0 <= s < n_student and 0 <= t < n_teacher):
+            raise ValueError(
+                f"{field}.layer_map: pair [{s}, {t}] is out of range: the student has {n_student} "
+                f"attention layers (0 to {n_student - 1}) and the teacher {n_teacher} (0 to {n_teacher - 1})"
+            )
+    return [(int(s), int(t)) for s, t in pairs]

@@ -1,0 +1,288 @@
+"""One job's training, from loaded inputs to artifacts: teacher signals (cached), "auto" hyperparameters,
+the student, the optional from-scratch baseline, evaluation, exports and the report.
+
+It knows nothing of the database: the runner hands it callbacks (progress, events, cancellation) and takes
+back the artifacts to store. Teacher outputs go through one seam, ``_signals``: a content-addressed cache
+hit and a live teacher pass give the same :class:`TeacherSignals`.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
+from worker.engine.auto import AutoChoice, choose
+from worker.engine.evaluate import summarize
+from worker.engine.export import (
+    ExportError,
+    check_onnx,
+    check_torchscript,
+    model_to_onnx,
+    model_to_safetensors,
+    model_to_torchscript,
+)
+from worker.engine.models import WeightedEnsemble, count_parameters
+from worker.engine.objective import teacher_capture
+from worker.engine.report import build_report, describe_export, render_summary
+from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
+from worker.engine.train import TrainCallbacks, TrainOutcome, pool_inputs, train_model
+from worker.failures import JobFailure
+from worker.inputs import LoadedData, LoadedTeacher
+from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
+
+log = logging.getLogger(__name__)
+
+Event = Callable[[str, dict[str, Any]], None]
+
+EXPORTERS = {
+    "onnx": ("model.onnx", model_to_onnx, check_onnx),
+    "torchscript": ("model.torchscript.pt", model_to_torchscript, check_torchscript),
+}
+
+
+@dataclass
+class PipelineOutcome:
+    stopped: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        spec: JobSpec,
+        data: LoadedData,
+        teachers: list[LoadedTeacher],
+        cache: TeacherCache,
+        device: torch.device,
+        progress: TrainCallbacks,
+        quiet: TrainCallbacks,
+        event: Event,
+    ) -> None:
+        self.job_id = job_id
+        self.spec = spec
+        self.data = data
+        self.teachers = teachers
+        self.cache = cache
+        self.device = device
+        self.progress = progress
+        """Callbacks of the student's training: progress, epoch events, cancellation."""
+        self.quiet = quiet
+        """Callbacks of side runs (auto trials, baseline): cancellation only."""
+        self.event = event
+        self.config = StoredModelConfig(
+            model=spec.model, input_shape=data.input_shape, num_classes=data.num_classes
+        )
+
+    def run(self, started: float) -> PipelineOutcome:
+        signals, cache_info = self._signals()
+        choice = self._hyperparameters(signals)
+        if choice is None:
+            return PipelineOutcome(stopped=True)
+        distilled = self._train(signals, self.progress, temperature=choice.temperature, alpha=choice.alpha)
+        if distilled.stopped:
+            return PipelineOutcome(stopped=True)
+        baseline = None
+        if self.spec.baseline:
+            self.event("training the baseline: the same student from scratch, on labels only", {})
+            scratch = self._train(None, self.quiet, distillation=DistillationSpec())
+            if scratch.stopped:
+                return PipelineOutcome(stopped=True)
+            baseline = summarize(scratch.model, self.data.inputs.validation, self.device, cfg=self.config)
+        teacher_module, teacher_config = self._teacher_for_report()
+        summary = summarize(
+            distilled.model,
+            self.data.inputs.validation,
+            self.device,
+            teacher_module,
+            cfg=self.config,
+            teacher_cfg=teacher_config,
+        )
+        artifacts = {"model.safetensors": model_to_safetensors(distilled.model, self.config)}
+        exports = {"safetensors": describe_export("model.safetensors", artifacts["model.safetensors"])}
+        for fmt in self.spec.export:
+            name, entry, blob = self._export(fmt, distilled.model)
+            exports[fmt] = entry
+            if blob is not None:
+                artifacts[name] = blob
+        chosen = choice.to_dict() if self.spec.distillation.uses_auto else None
+        report = build_report(
+            student=summary,
+            teacher=self._teacher_info(),
+            baseline=baseline,
+            exports=exports,
+            cache=cache_info,
+            chosen=chosen,
+        )
+        report |= {
+            "job_id": self.job_id,
+            "name": self.spec.name,
+            "spec": self.spec.model_dump(mode="json"),
+            "data": self.data.summary(len(self.teachers)),
+            "history": distilled.history,
+            "environment": {
+                "device": str(self.device),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "duration_seconds": round(time.monotonic() - started, 3),
+        }
+        result = {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
+        artifacts["report.json"] = _json_bytes(report)
+        return PipelineOutcome(
+            stopped=False, result=result, summary=render_summary(report), artifacts=artifacts
+        )
+
+    # -- teacher signals: the one seam between cached and live teacher outputs -----------------------------
+
+    def _signals(self) -> tuple[TeacherSignals | None, dict[str, Any] | None]:
+        if not self.teachers:
+            return None, None
+        x = pool_inputs(self.data.inputs)
+        capture = teacher_capture(self.spec.distillation)
+        top_k = resolve_top_k(self.data.num_classes, None)
+        digest = cache_digest(
+            teacher_sha256=[t.sha256 for t in self.teachers],
+            inputs_sha256=inputs_digest(x),
+            capture=capture,
+            top_k=top_k,
+        )
+        weights = [t.weight for t in self.teachers]
+        info: dict[str, Any] = {"key": digest, "examples": len(x), "captured": capture, "top_k": top_k}
+        blob = self.cache.get(digest)
+        if blob is not None:
+            signals = TeacherSignals.from_bytes(blob)
+            total = sum(weights)
+            signals.weights = [w / total for w in weights]  # the cache holds each teacher apart
+            self.event("teacher outputs reused from the cache: the teachers did not run", info)
+            return signals, {**info, "hit": True}
+        began = time.monotonic()
+        try:
+            signals = compute_signals(
+                [t.module for t in self.teachers], weights, x, self.device, capture=capture, top_k=top_k
+            )
+        except ValueError as exc:
+            raise JobFailure("invalid_spec", f"distillation.losses: {exc}") from exc
+        seconds = round(time.monotonic() - began, 3)
+        self.cache.put(digest, signals.to_bytes())
+        self.event("teacher outputs computed once and cached", {**info, "seconds": seconds})
+        return signals, {**info, "hit": False, "seconds": seconds}
+
+    # -- training ------------------------------------------------------------------------------------------
+
+    def _train(
+        self,
+        signals: TeacherSignals | None,
+        callbacks: TrainCallbacks,
+        *,
+        temperature: float | None = None,
+        alpha: float | None = None,
+        distillation: DistillationSpec | None = None,
+        training: TrainingSpec | None = None,
+    ) -> TrainOutcome:
+        try:
+            return train_model(
+                self.config,
+                self.data.inputs,
+                training or self.spec.training,
+                distillation or self.spec.distillation,
+                signals,
+                self.device,
+                callbacks,
+                temperature=temperature,
+                alpha=alpha,
+            )
+        except ValueError as exc:
+            raise JobFailure("invalid_spec", f"distillation: {exc}") from exc
+
+    def _hyperparameters(self, signals: TeacherSignals | None) -> AutoChoice | None:
+        """The temperature and alpha to use: as given, or chosen by short trials (None: cancelled)."""
+        spec = self.spec.distillation
+        if signals is None or not spec.uses_auto:
+            t, a = spec.temperature, spec.alpha
+            return AutoChoice(
+                temperature=t if isinstance(t, float) else 4.0, alpha=a if isinstance(a, float) else 0.9
+            )
+        trial_training = self.spec.training.model_copy(
+            update={"epochs": max(1, self.spec.training.epochs // 4)}
+        )
+        stopped = False
+
+        def trial(temperature: float, alpha: float) -> float:
+            nonlocal stopped
+            if stopped:
+                return float("-inf")
+            outcome = self._train(
+                signals, self.quiet, temperature=temperature, alpha=alpha, training=trial_training
+            )
+            stopped = outcome.stopped
+            score = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
+            self.event(
+                f"auto trial: temperature {temperature:g}, alpha {alpha:g}",
+                {
+                    "temperature": temperature,
+                    "alpha": alpha,
+                    "val_accuracy": score,
+                    "epochs": trial_training.epochs,
+                },
+            )
+            return score
+
+        choice = choose(spec.temperature, spec.alpha, spec.auto_budget, trial)
+        if stopped:
+            return None
+        self.event(
+            f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
+            {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
+        )
+        return choice
+
+    # -- evaluation and exports ---------------------------------------------------------------------------
+
+    def _teacher_for_report(self) -> tuple[torch.nn.Module | None, StoredModelConfig | None]:
+        if not self.teachers:
+            return None, None
+        if len(self.teachers) == 1:
+            return self.teachers[0].module, self.teachers[0].config
+        ensemble = WeightedEnsemble([t.module for t in self.teachers], [t.weight for t in self.teachers])
+        return ensemble.to(self.device), None
+
+    def _teacher_info(self) -> dict[str, Any] | None:
+        if not self.teachers:
+            return None
+        return {
+            "source": [t.field for t in self.teachers],
+            "weights": [t.weight for t in self.teachers],
+            "members_parameters": [count_parameters(t.module) for t in self.teachers],
+        }
+
+    def _export(self, fmt: str, model: torch.nn.Module) -> tuple[str, dict[str, Any], bytes | None]:
+        name, export, check = EXPORTERS[fmt]
+        try:
+            blob = export(model, self.config)
+            checked = check(blob, model, self.data.inputs.validation.x)
+        except ExportError as exc:
+            self.event(f"export to {fmt} failed: {exc}", {"format": fmt})
+            return name, {"file": name, "error": str(exc)}, None
+        self.event(
+            f"exported {name}: top class equal on {checked['top1_agreement']:.2%} of test inputs, "
+            f"max logit difference {checked['max_abs_logit_diff']:.2e}",
+            {"format": fmt, **checked},
+        )
+        return name, describe_export(name, blob, checked), blob
+
+
+def _json_bytes(report: dict[str, Any]) -> bytes:
+    import json
+
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False).encode()
