@@ -150,3 +150,17 @@ def test_layer_names_and_capture() -> None:
     model(torch.ones(3, 4))  # hooks are gone after the block
     assert capture.outputs["2"].shape == (2, 16)
     assert out.shape == (2, 3) and math.isfinite(out.sum().item())
+
+
+def test_precomputed_mixture_equals_the_per_batch_mixture():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 50, 7)
+    signals = TeacherSignals(num_classes=7, weights=[3.0, 1.0], logits=logits)
+    idx = torch.tensor([4, 0, 49, 17])
+    live = signals.batch(idx).probs(2.5)
+    signals.precompute([2.5])
+    ahead = signals.batch(idx)
+    assert 2.5 in ahead.mixed
+    torch.testing.assert_close(ahead.probs(2.5), live)
+    expected = 0.75 * torch.softmax(logits[0, idx] / 2.5, -1) + 0.25 * torch.softmax(logits[1, idx] / 2.5, -1)
+    torch.testing.assert_close(live, expected)

@@ -115,6 +115,15 @@ class Objective:
         self.teacher_layers = teacher_layers
         self.needs_teacher = any(not isinstance(term.spec, CELoss) for term in terms)
 
+    @property
+    def temperatures(self) -> set[float]:
+        """The temperatures at which the losses read the teachers' distributions."""
+        return {
+            float(self.temperature if term.spec.temperature is None else term.spec.temperature)
+            for term in self.terms
+            if isinstance(term.spec, KDLoss | DKDLoss)
+        }
+
     def parameters(self) -> Iterator[nn.Parameter]:
         """The hint projections' parameters: train them with the student."""
         return self.projections.parameters()

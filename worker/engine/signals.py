@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,8 @@ class TeacherBatch:
     topk_indices: torch.Tensor | None = None
     tail_mass: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
+    mixed: dict[float, torch.Tensor] = field(default_factory=dict)
+    """Mixture distributions computed ahead for the whole pool (:meth:`TeacherSignals.precompute`)."""
 
     def teacher_probs(self, temperature: float) -> torch.Tensor:
         """Each teacher's distribution at ``temperature``: ``[teachers, batch, classes]``."""
@@ -69,6 +71,8 @@ class TeacherBatch:
 
     def probs(self, temperature: float) -> torch.Tensor:
         """The weighted mixture of the teachers' distributions at ``temperature``: ``[batch, classes]``."""
+        if temperature in self.mixed:
+            return self.mixed[temperature]
         return torch.einsum("t,tbc->bc", self.weights, self.teacher_probs(temperature))
 
     @property
@@ -104,6 +108,7 @@ class TeacherSignals:
     tail_mass: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     capture: list[str] = field(default_factory=list)
+    _mixed: dict[float, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.weights or min(self.weights) <= 0:
@@ -156,7 +161,24 @@ class TeacherSignals:
             topk_indices=take(self.topk_indices, 1),
             tail_mass=take(self.tail_mass, 1),
             features={name: f.index_select(0, idx).to(device) for name, f in self.features.items()},
+            mixed={t: p.index_select(0, idx).to(device, non_blocking=True) for t, p in self._mixed.items()},
         )
+
+    def precompute(self, temperatures: Iterable[float], batch_size: int = 65536) -> None:
+        """Compute the mixture at each temperature for the whole pool once, so training steps only index it.
+
+        Exactly what :meth:`TeacherBatch.probs` would compute per batch; costs ``examples x classes`` floats
+        per temperature (skipped for top-k storage, whose point is not to hold dense rows).
+        """
+        if self.logits is None:
+            return
+        weights = torch.tensor(self.weights, dtype=torch.float32, device=self.logits.device)
+        for t in temperatures:
+            parts = [
+                torch.einsum("t,tbc->bc", weights, torch.softmax(chunk / t, dim=-1))
+                for chunk in self.logits.split(batch_size, dim=1)
+            ]
+            self._mixed[float(t)] = torch.cat(parts)
 
     def to_bytes(self) -> bytes:
         """A safetensors file; its metadata says how it was made (format, storage, top-k, capture)."""

@@ -128,6 +128,8 @@ def train_model(
         weight_decay=training.weight_decay,
     )
     student_features = FeatureCapture(model, objective.student_layers, role="student")
+    if signals is not None:
+        signals.precompute(objective.temperatures)
 
     n = len(x)
     steps_per_epoch = math.ceil(n / training.batch_size)

@@ -1,0 +1,539 @@
+"""Training loops for text: embedding distillation, a classifier teacher, and classifier distillation.
+
+Teacher outputs (un-normalised sentence embeddings, or logits) are computed once, before the loop, and
+returned in the outcome so a caller can store them and pass them back (``teacher_train=`` /
+``teacher_logits=``) to skip the teacher entirely next time.
+
+Callbacks have the shape of :class:`worker.engine.train.TrainCallbacks` (``on_step``, ``on_epoch``,
+``should_stop``), so the runner's callbacks fit as they are.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.engine.losses import hinton_kd_loss
+from worker.engine.text import (
+    DEFAULT_MAX_LENGTH,
+    TextClassifier,
+    TextEncoder,
+    TextModel,
+    TokenizedTexts,
+    Tokenizer,
+    clone_text_model,
+    tokenize,
+)
+
+
+class TextCallbacks(Protocol):
+    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None: ...
+
+    def on_epoch(
+        self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]
+    ) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class _NoCallbacks:
+    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
+        pass
+
+    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+@dataclass
+class TextTrainOutcome:
+    model: TextModel
+    stopped: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One entry per finished epoch: ``epoch`` and the epoch's metrics."""
+    teacher_train: torch.Tensor | None = None
+    """Teacher outputs for the train texts (embeddings ``[n, d]`` un-normalised, or logits ``[n, k]``)."""
+    teacher_val: torch.Tensor | None = None
+    """The same for the validation texts."""
+    seconds: float = 0.0
+    """Wall time of the whole call, teacher outputs included."""
+
+
+# --------------------------------------------------------------------------------------------- inference
+
+
+def _device(device: torch.device | None) -> torch.device:
+    return device if device is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def _run_batched(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    tokens: TokenizedTexts,
+    device: torch.device,
+    batch_size: int,
+) -> torch.Tensor:
+    # Batches of similar lengths pad less: run in length order, then restore the input order.
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens.ids[i]))
+    outputs: list[torch.Tensor] = []
+    for start in range(0, len(order), batch_size):
+        ids, mask = tokens.batch(order[start : start + batch_size])
+        outputs.append(fn(ids.to(device), mask.to(device)).float().cpu())
+    stacked = torch.cat(outputs)
+    result = torch.empty_like(stacked)
+    result[torch.tensor(order)] = stacked
+    return result
+
+
+def _eval(model: nn.Module, device: torch.device) -> bool:
+    was_training = model.training
+    model.to(device).eval()
+    return was_training
+
+
+def encode_texts(
+    model: TextEncoder,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    normalize: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Sentence embeddings ``[n, d]`` (CPU float32); ``normalize=False``: before L2 normalisation."""
+    dev = _device(device)
+    was_training = _eval(model, dev)
+    try:
+        fn = model.forward if normalize else model.pooled
+        return _run_batched(fn, tokenize(tokenizer, texts, max_length), dev, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def text_logits(
+    model: TextClassifier,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 64,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Logits ``[n, classes]`` (CPU float32)."""
+    dev = _device(device)
+    was_training = _eval(model, dev)
+    try:
+        return _run_batched(model, tokenize(tokenizer, texts, max_length), dev, batch_size)
+    finally:
+        model.train(was_training)
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean cosine similarity between matching rows of ``a`` and ``b``."""
+    return F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
+
+
+def measure_latency(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    batch_size: int,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    repeats: int = 20,
+    warmup: int = 3,
+) -> float:
+    """Median CPU seconds of one forward pass over a batch of ``batch_size`` texts (cycled from ``texts``)."""
+    model.to("cpu").eval()
+    batch = [texts[i % len(texts)] for i in range(batch_size)]
+    enc = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    times: list[float] = []
+    with torch.inference_mode():
+        for k in range(warmup + repeats):
+            start = time.perf_counter()
+            model(ids, mask)
+            if k >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    groups: list[tuple[list[nn.Parameter], float]] | None = None,
+) -> torch.optim.Optimizer:
+    if groups is None:
+        groups = [([p for p in model.parameters() if p.requires_grad], lr)]
+    return torch.optim.AdamW(
+        [{"params": ps, "lr": g_lr} for ps, g_lr in groups if ps], weight_decay=weight_decay
+    )
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, steps: int, warmup_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then linear decay to 0 (the usual BERT fine-tuning schedule)."""
+    warmup = max(1, int(steps * warmup_ratio)) if warmup_ratio > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _check_texts(name: str, texts: Sequence[str]) -> None:
+    if len(texts) == 0:
+        raise ValueError(f"the {name} set is empty")
+
+
+# --------------------------------------------------------------------------------------------- embeddings
+
+
+def embedding_loss(
+    student: torch.Tensor, teacher: torch.Tensor, mse_weight: float = 0.0
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``mean(1 - cos(student, teacher)) + mse_weight * MSE(student, teacher)``, un-normalised embeddings."""
+    cos = (1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
+    if mse_weight <= 0:
+        value = float(cos.detach())
+        return cos, {"loss": value, "cos_loss": value}
+    mse = F.mse_loss(student.float(), teacher.float())
+    loss = cos + mse_weight * mse
+    values = torch.stack([loss, cos, mse]).detach().tolist()
+    return loss, dict(zip(("loss", "cos_loss", "mse_loss"), values, strict=True))
+
+
+def distill_embeddings(
+    teacher: TextEncoder | None,
+    student: TextEncoder,
+    tokenizer: Tokenizer,
+    train_texts: Sequence[str],
+    val_texts: Sequence[str],
+    *,
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    seed: int = 0,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.06,
+    mse_weight: float = 0.0,
+    freeze_word_embeddings: bool = False,
+    teacher_train: torch.Tensor | None = None,
+    teacher_val: torch.Tensor | None = None,
+    device: torch.device | None = None,
+    callbacks: TextCallbacks | None = None,
+) -> TextTrainOutcome:
+    """Train ``student`` (in place) to reproduce ``teacher``'s sentence embeddings.
+
+    Loss: :func:`embedding_loss` between the student's and the teacher's pooled (un-normalised) embeddings.
+    Metric after each epoch: ``val_cosine``, the mean cosine between the student's and the teacher's
+    embeddings of ``val_texts``. ``teacher`` may be None when both ``teacher_train`` and ``teacher_val``
+    are given (cached outputs of an earlier call). ``freeze_word_embeddings`` keeps the (teacher-copied)
+    token embeddings fixed: faster steps, and words the training texts never use stay where the teacher
+    put them.
+    """
+    began = time.perf_counter()
+    _check_texts("train", train_texts)
+    _check_texts("validation", val_texts)
+    dev, cb = _device(device), callbacks or _NoCallbacks()
+    train_tokens = tokenize(tokenizer, train_texts, max_length)
+    val_tokens = tokenize(tokenizer, val_texts, max_length)
+    if teacher_train is None or teacher_val is None:
+        if teacher is None:
+            raise ValueError("pass a teacher, or both teacher_train and teacher_val")
+        was_training = _eval(teacher, dev)
+        if teacher_train is None:
+            teacher_train = _run_batched(teacher.pooled, train_tokens, dev, 64)
+        if teacher_val is None:
+            teacher_val = _run_batched(teacher.pooled, val_tokens, dev, 64)
+        teacher.train(was_training)
+    if len(teacher_train) != len(train_texts) or len(teacher_val) != len(val_texts):
+        raise ValueError("cached teacher outputs do not match the number of texts")
+    if teacher_train.shape[1] != student.output_dim:
+        raise ValueError(
+            f"the teacher's embeddings have {teacher_train.shape[1]} dimensions but the student's "
+            f"{student.output_dim}: build the student with a projection (build_text_student)"
+        )
+
+    torch.manual_seed(seed)
+    student.to(dev)
+    student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
+    n = len(train_texts)
+    steps_per_epoch = math.ceil(n / batch_size)
+    steps = epochs * steps_per_epoch
+    optimizer = _optimizer(student, lr, weight_decay)
+    scheduler = _schedule(optimizer, steps, warmup_ratio)
+    shuffle = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    try:
+        for epoch in range(1, epochs + 1):
+            student.train()
+            order = torch.randperm(n, generator=shuffle)
+            totals: dict[str, float] = {}
+            for start in range(0, n, batch_size):
+                if cb.should_stop():
+                    student.eval()
+                    return TextTrainOutcome(
+                        student, True, history, teacher_train, teacher_val, time.perf_counter() - began
+                    )
+                idx = order[start : start + batch_size]
+                ids, mask = train_tokens.batch(idx)
+                target = teacher_train[idx].to(dev)
+                loss, parts = embedding_loss(student.pooled(ids.to(dev), mask.to(dev)), target, mse_weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                for key, value in parts.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(idx)
+                cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
+            metrics = {("train_loss" if k == "loss" else k): v / n for k, v in totals.items()}
+            student.eval()
+            with torch.inference_mode():
+                val = _run_batched(student.pooled, val_tokens, dev, 64)
+            metrics["val_cosine"] = mean_cosine(val, teacher_val)
+            history.append({"epoch": float(epoch), **metrics})
+            cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+    finally:
+        student.bert.embeddings.word_embeddings.weight.requires_grad_(True)
+    student.eval()
+    return TextTrainOutcome(student, False, history, teacher_train, teacher_val, time.perf_counter() - began)
+
+
+# --------------------------------------------------------------------------------------------- classifiers
+
+
+def _labels(name: str, labels: Sequence[int], n: int, num_classes: int) -> torch.Tensor:
+    if len(labels) != n:
+        raise ValueError(f"the {name} set has {n} texts but {len(labels)} labels")
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ValueError(f"the {name} set has labels outside 0..{num_classes - 1}")
+    return y
+
+
+def train_text_classifier(
+    encoder: TextEncoder,
+    tokenizer: Tokenizer,
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    val_texts: Sequence[str],
+    val_labels: Sequence[int],
+    *,
+    num_classes: int | None = None,
+    epochs: int = 20,
+    batch_size: int = 32,
+    lr: float = 1e-2,
+    seed: int = 0,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    finetune: bool = False,
+    encoder_lr: float = 2e-5,
+    weight_decay: float = 0.0,
+    device: torch.device | None = None,
+    callbacks: TextCallbacks | None = None,
+) -> TextTrainOutcome:
+    """A classifier teacher (a "teacher job"): a copy of ``encoder`` + a linear head trained on the labels.
+
+    ``finetune=False`` freezes the encoder: its embeddings are computed once (``teacher_train`` /
+    ``teacher_val`` of the outcome) and only the head trains, which takes seconds on a CPU.
+    ``finetune=True`` also trains the encoder, at ``encoder_lr``. ``encoder`` itself is never modified.
+    Metrics per epoch: ``train_loss``, ``val_accuracy``, ``val_loss``.
+    """
+    began = time.perf_counter()
+    _check_texts("train", train_texts)
+    _check_texts("validation", val_texts)
+    k = num_classes if num_classes is not None else max(max(train_labels), max(val_labels)) + 1
+    y_train = _labels("train", train_labels, len(train_texts), k)
+    y_val = _labels("validation", val_labels, len(val_texts), k)
+    dev, cb = _device(device), callbacks or _NoCallbacks()
+    torch.manual_seed(seed)
+    model = TextClassifier(clone_text_model(encoder), k).to(dev)  # type: ignore[arg-type]
+    train_tokens = tokenize(tokenizer, train_texts, max_length)
+    val_tokens = tokenize(tokenizer, val_texts, max_length)
+
+    feats_train = feats_val = None
+    if not finetune:
+        model.encoder.requires_grad_(False)
+        model.encoder.eval()
+        feats_train = _run_batched(model.encoder, train_tokens, dev, 64)
+        feats_val = _run_batched(model.encoder, val_tokens, dev, 64)
+        groups = [(list(model.head.parameters()), lr)]
+    else:
+        groups = [(list(model.head.parameters()), lr), (list(model.encoder.parameters()), encoder_lr)]
+
+    n = len(train_texts)
+    steps = epochs * math.ceil(n / batch_size)
+    optimizer = _optimizer(model, lr, weight_decay, groups)
+    scheduler = _schedule(optimizer, steps, 0.06 if finetune else 0.0)
+    shuffle = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.head.train()
+        if finetune:
+            model.encoder.train()
+        order = torch.randperm(n, generator=shuffle)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            if cb.should_stop():
+                model.eval()
+                return TextTrainOutcome(
+                    model, True, history, feats_train, feats_val, time.perf_counter() - began
+                )
+            idx = order[start : start + batch_size]
+            if feats_train is not None:
+                logits = model.head(feats_train[idx].to(dev))
+            else:
+                ids, mask = train_tokens.batch(idx)
+                logits = model(ids.to(dev), mask.to(dev))
+            loss = F.cross_entropy(logits.float(), y_train[idx].to(dev))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
+        model.eval()
+        with torch.inference_mode():
+            if feats_val is not None:
+                val_logits = model.head(feats_val.to(dev)).float().cpu()
+            else:
+                val_logits = _run_batched(model, val_tokens, dev, 64)
+        metrics = {
+            "train_loss": total / n,
+            "val_accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
+            "val_loss": F.cross_entropy(val_logits, y_val).item(),
+        }
+        history.append({"epoch": float(epoch), **metrics})
+        cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+    model.requires_grad_(True)
+    model.eval()
+    return TextTrainOutcome(model, False, history, feats_train, feats_val, time.perf_counter() - began)
+
+
+def distill_text_classifier(
+    teacher: TextClassifier | None,
+    student: TextClassifier,
+    tokenizer: Tokenizer,
+    train_texts: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[int],
+    *,
+    train_labels: Sequence[int] | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    seed: int = 0,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.06,
+    teacher_logits: torch.Tensor | None = None,
+    device: torch.device | None = None,
+    callbacks: TextCallbacks | None = None,
+) -> TextTrainOutcome:
+    """Train ``student`` (in place) on ``teacher``'s logits: ``alpha * T^2 KL + (1 - alpha) * CE``.
+
+    The train texts need no labels (KD only: pass ``train_labels`` to add cross-entropy). The teacher's
+    train logits are computed once (``teacher_train`` of the outcome; pass them back as
+    ``teacher_logits`` to skip the teacher). Metrics per epoch: ``train_loss``, ``kd_loss``, ``ce_loss``
+    (with labels), ``val_accuracy``, ``val_loss``, ``val_agreement`` (same top class as the teacher, when
+    the teacher is given).
+    """
+    began = time.perf_counter()
+    _check_texts("train", train_texts)
+    _check_texts("validation", val_texts)
+    k = student.num_classes
+    y_val = _labels("validation", val_labels, len(val_texts), k)
+    y_train = _labels("train", train_labels, len(train_texts), k) if train_labels is not None else None
+    dev, cb = _device(device), callbacks or _NoCallbacks()
+    train_tokens = tokenize(tokenizer, train_texts, max_length)
+    val_tokens = tokenize(tokenizer, val_texts, max_length)
+    teacher_val = None
+    if teacher is not None:
+        was_training = _eval(teacher, dev)
+        if teacher_logits is None:
+            teacher_logits = _run_batched(teacher, train_tokens, dev, 64)
+        teacher_val = _run_batched(teacher, val_tokens, dev, 64)
+        teacher.train(was_training)
+    if teacher_logits is None:
+        raise ValueError("pass a teacher or its cached teacher_logits")
+    if teacher_logits.shape != (len(train_texts), k):
+        raise ValueError(
+            f"teacher logits have shape {list(teacher_logits.shape)}, expected [{len(train_texts)}, {k}]"
+        )
+    ce_weight = (1.0 - alpha) if y_train is not None else 0.0
+    kd_weight = alpha if y_train is not None else 1.0
+
+    torch.manual_seed(seed)
+    student.to(dev)
+    n = len(train_texts)
+    steps = epochs * math.ceil(n / batch_size)
+    optimizer = _optimizer(student, lr, weight_decay)
+    scheduler = _schedule(optimizer, steps, warmup_ratio)
+    shuffle = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        student.train()
+        order = torch.randperm(n, generator=shuffle)
+        totals: dict[str, float] = {}
+        for start in range(0, n, batch_size):
+            if cb.should_stop():
+                student.eval()
+                return TextTrainOutcome(
+                    student, True, history, teacher_logits, teacher_val, time.perf_counter() - began
+                )
+            idx = order[start : start + batch_size]
+            ids, mask = train_tokens.batch(idx)
+            logits = student(ids.to(dev), mask.to(dev)).float()
+            kd = hinton_kd_loss(logits, teacher_logits[idx].to(dev), temperature)
+            parts = [kd]
+            loss = kd_weight * kd
+            if y_train is not None:
+                ce = F.cross_entropy(logits, y_train[idx].to(dev))
+                loss = loss + ce_weight * ce
+                parts.append(ce)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            values = torch.stack([loss, *parts]).detach().tolist()
+            for key, value in zip(("train_loss", "kd_loss", "ce_loss"), values, strict=False):
+                totals[key] = totals.get(key, 0.0) + value * len(idx)
+            cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
+        metrics = {key: total / n for key, total in totals.items()}
+        student.eval()
+        val_logits = _run_batched(student, val_tokens, dev, 64)
+        metrics["val_accuracy"] = (val_logits.argmax(1) == y_val).float().mean().item()
+        metrics["val_loss"] = F.cross_entropy(val_logits, y_val).item()
+        if teacher_val is not None:
+            metrics["val_agreement"] = (val_logits.argmax(1) == teacher_val.argmax(1)).float().mean().item()
+        history.append({"epoch": float(epoch), **metrics})
+        cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+    student.eval()
+    return TextTrainOutcome(student, False, history, teacher_logits, teacher_val, time.perf_counter() - began)
