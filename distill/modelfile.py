@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import safetensors
 from pydantic import ValidationError
@@ -22,6 +24,12 @@ FORMAT_KEY = "distill.format"
 METADATA_KEY = "distill.config"
 FORMAT_VERSION = "1"
 FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+
+# Text models (``worker.engine.text.save_text_model``); the same keys as there, checked by a unit test.
+TEXT_FORMAT_VERSION = "text-1"
+TEXT_CONFIG_KEY = "distill.text_config"
+TEXT_TOKENIZER_KEY = "distill.text_tokenizer"
+TEXT_TASKS = ("embedding", "classification")
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 _HOW_TO = (
@@ -35,8 +43,85 @@ class ModelFileError(ValueError):
     """A model file that cannot be used; the message says what is wrong and how to fix it."""
 
 
-def inspect_model_file(path: Path) -> tuple[StoredModelConfig, int]:
-    """Validate a model file and return its config and parameter count, without loading any weights."""
+@dataclass
+class TextModelInfo:
+    """What the API records about an uploaded text model (``files.meta``, with ``kind: "text"``)."""
+
+    task: str
+    num_classes: int | None
+    classes: list[str] | None
+    has_tokenizer: bool
+    max_length: int
+    hidden_size: int | None
+    layers: int | None
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"kind": "text", **asdict(self)}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> TextModelInfo:
+        classes = meta.get("classes")
+        return cls(
+            task=str(meta.get("task")),
+            num_classes=meta.get("num_classes"),
+            classes=list(classes) if classes is not None else None,
+            has_tokenizer=bool(meta.get("has_tokenizer")),
+            max_length=int(meta.get("max_length") or 128),
+            hidden_size=meta.get("hidden_size"),
+            layers=meta.get("layers"),
+        )
+
+
+def model_file_format(path: Path) -> str | None:
+    """The ``distill.format`` of a model file's metadata (``"1"``, ``"text-1"``…); None when absent."""
+    metadata, _ = _read_header(path)
+    return (metadata or {}).get(FORMAT_KEY)
+
+
+def inspect_text_model_file(path: Path) -> tuple[TextModelInfo, int]:
+    """Validate a text model file's header (``distill.format`` ``text-1``); no weights loaded, no torch."""
+    metadata, shapes = _read_header(path)
+    metadata = metadata or {}
+    if metadata.get(FORMAT_KEY) != TEXT_FORMAT_VERSION:
+        raise ModelFileError(f"not a Distill text model ({FORMAT_KEY} is {metadata.get(FORMAT_KEY)!r})")
+    try:
+        raw = json.loads(metadata[TEXT_CONFIG_KEY])
+        if not isinstance(raw, dict):
+            raise TypeError("not an object")
+        task = raw["task"]
+        bert = raw["bert_config"]
+        if not isinstance(bert, dict):
+            raise TypeError("bert_config is not an object")
+    except KeyError as exc:
+        raise ModelFileError(f"the text model's metadata has no {exc.args[0]!r}") from exc
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"metadata {TEXT_CONFIG_KEY!r} is malformed ({exc})") from exc
+    if task not in TEXT_TASKS:
+        raise ModelFileError(f"unsupported text task {task!r}; expected one of {', '.join(TEXT_TASKS)}")
+    num_classes = raw.get("num_classes")
+    if task == "classification" and (not isinstance(num_classes, int) or num_classes < 2):
+        raise ModelFileError("a text classifier's metadata needs num_classes (at least 2)")
+    has_tokenizer = False
+    if TEXT_TOKENIZER_KEY in metadata:
+        try:
+            files = json.loads(metadata[TEXT_TOKENIZER_KEY])
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"metadata {TEXT_TOKENIZER_KEY!r} is not valid JSON ({exc})") from exc
+        has_tokenizer = isinstance(files, dict) and bool(files)
+    classes = raw.get("classes")
+    info = TextModelInfo(
+        task=str(task),
+        num_classes=int(num_classes) if isinstance(num_classes, int) else None,
+        classes=[str(c) for c in classes] if isinstance(classes, list) else None,
+        has_tokenizer=has_tokenizer,
+        max_length=int(raw.get("max_length") or 128),
+        hidden_size=bert.get("hidden_size"),
+        layers=bert.get("num_hidden_layers"),
+    )
+    return info, _count_parameters(shapes)
+
+
+def _read_header(path: Path) -> tuple[dict[str, str] | None, dict[str, tuple[str, list[int]]]]:
     _check_header_bytes(path)
     try:
         with safetensors.safe_open(str(path), framework="numpy") as f:
@@ -49,8 +134,17 @@ def inspect_model_file(path: Path) -> tuple[StoredModelConfig, int]:
         raise
     except Exception as exc:  # the library raises SafetensorError and a few others on bad bytes
         raise ModelFileError(f"not a valid .safetensors file ({exc}). {_HOW_TO}") from exc
+    return metadata, shapes
 
+
+def inspect_model_file(path: Path) -> tuple[StoredModelConfig, int]:
+    """Validate a model file and return its config and parameter count, without loading any weights."""
+    metadata, shapes = _read_header(path)
     config = config_from_metadata(metadata)
+    return config, _count_parameters(shapes)
+
+
+def _count_parameters(shapes: dict[str, tuple[str, list[int]]]) -> int:
     if not shapes:
         raise ModelFileError("the model file holds no tensors; save the model's state_dict")
     parameters = 0
@@ -64,7 +158,7 @@ def inspect_model_file(path: Path) -> tuple[StoredModelConfig, int]:
         for d in shape:
             count *= d
         parameters += count
-    return config, parameters
+    return parameters
 
 
 def config_from_metadata(metadata: dict[str, str] | None) -> StoredModelConfig:

@@ -77,6 +77,26 @@ class CNNConfig(_Strict):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
+class EncoderConfig(_Strict):
+    """A BERT-style text encoder student (text datasets only), built from its text teacher.
+
+    ``init="teacher"`` copies the teacher's embeddings and evenly spaced layers (DistilBERT's recipe; needs
+    the teacher's width and heads); ``"random"`` draws every weight afresh. ``hidden``/``heads``/
+    ``intermediate`` None keep the teacher's. A job without a teacher (a text *teacher job*, classification
+    only) builds this encoder from the builtin MiniLM and trains it with a linear head on the labels; with
+    ``layers: 6`` and nothing else changed it is MiniLM itself, frozen, and only the head trains.
+    """
+
+    arch: Literal["encoder"] = "encoder"
+    layers: int = Field(default=3, ge=1, le=12)
+    hidden: int | None = Field(default=None, gt=0, le=4096)
+    heads: int | None = Field(default=None, ge=1, le=64)
+    intermediate: int | None = Field(default=None, gt=0, le=65536)
+    init: Literal["teacher", "random"] = "teacher"
+    max_length: int = Field(default=128, ge=8, le=512)
+    """Tokens per text (longer texts are truncated)."""
+
+
 def _arch(value: object) -> str:
     """The ``arch`` of a model config; ``mlp`` when omitted, so every field has a default."""
     if isinstance(value, dict):
@@ -85,9 +105,13 @@ def _arch(value: object) -> str:
 
 
 ModelConfig = Annotated[
-    Annotated[MLPConfig, Tag("mlp")] | Annotated[CNNConfig, Tag("cnn")],
+    Annotated[MLPConfig, Tag("mlp")]
+    | Annotated[CNNConfig, Tag("cnn")]
+    | Annotated[EncoderConfig, Tag("encoder")],
     Discriminator(
-        _arch, custom_error_type="invalid_arch", custom_error_message="model.arch: must be mlp or cnn"
+        _arch,
+        custom_error_type="invalid_arch",
+        custom_error_message="model.arch: must be mlp, cnn or encoder",
     ),
 ]
 
@@ -107,7 +131,17 @@ class FileTeacher(_Strict):
     weight: float = Field(default=1.0, gt=0.0, le=1000.0)
 
 
-TeacherRef = JobTeacher | FileTeacher
+BUILTIN_TEXT_TEACHERS = ("all-minilm-l6-v2",)
+
+
+class BuiltinTeacher(_Strict):
+    """A text teacher that ships with Distill: ``all-minilm-l6-v2`` (sentence-transformers' MiniLM)."""
+
+    builtin: Literal["all-minilm-l6-v2"]
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+
+
+TeacherRef = JobTeacher | FileTeacher | BuiltinTeacher
 
 
 class _Loss(_Strict):
@@ -227,6 +261,9 @@ class JobSpec(_Strict):
     """Also train the same student from scratch in this job, and compare in the report."""
     export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, max_length=2)
     """Formats exported besides ``model.safetensors``."""
+    task: Literal["classification", "embedding"] = "classification"
+    """``embedding`` (text only): the student learns its text teacher's sentence embeddings (no labels
+    needed); its metric is the mean cosine to the teacher's embeddings of held-out texts."""
 
     @property
     def teachers(self) -> list[TeacherRef]:
@@ -242,6 +279,13 @@ class StoredModelConfig(_Strict):
     input_shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=3)
     num_classes: int = Field(ge=2)
 
+    @field_validator("model")
+    @classmethod
+    def _not_text(cls, value: MLPConfig | CNNConfig | EncoderConfig) -> MLPConfig | CNNConfig | EncoderConfig:
+        if isinstance(value, EncoderConfig):
+            raise ValueError("encoder models are stored as text models (distill.format 'text-1')")
+        return value
+
     def layer_names(self) -> list[str]:
         """The model's layer names (``named_modules()`` of the engine's ``nn.Sequential``: "0", "1", …).
 
@@ -250,9 +294,11 @@ class StoredModelConfig(_Strict):
         """
         if isinstance(self.model, MLPConfig):
             count = 1 + 3 * len(self.model.hidden) + 1  # flatten, (linear, relu, dropout)*, head
-        else:
+        elif isinstance(self.model, CNNConfig):
             add_channel = 1 if len(self.input_shape) < 3 else 0
             count = (
                 add_channel + 3 * len(self.model.channels) + 4
             )  # (conv, relu, pool)*, avg, flatten, dropout, head
+        else:
+            return []
         return [str(i) for i in range(count)]

@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.datasets import ArrayDataset, DatasetError, read_dataset
+from distill.datasets import ArrayDataset, DatasetError, TextDataset, read_dataset, read_text_dataset
 from distill.modelfile import ModelFileError
-from distill.spec import BuiltinData, DataRef, JobSpec, JobTeacher, StoredModelConfig
+from distill.spec import BuiltinData, BuiltinTeacher, DataRef, JobSpec, JobTeacher, StoredModelConfig
 from distill.storage import ObjectNotFound, ObjectStore
 from distill.tables import Artifact, File, Job
 from worker.engine.augment import augment_inputs
@@ -55,6 +56,52 @@ class LoadedTeacher:
     weight: float
     field: str
     """Where the teacher sits in the spec (``teacher.job``, ``teacher.1.file``…), for error messages."""
+
+
+TEXT_HOLDOUT_FRACTION = 0.2
+TEXT_HOLDOUT_SEED = 0
+
+
+@dataclass
+class LoadedTextData:
+    train: TextDataset
+    validation: TextDataset
+    num_classes: int | None
+    """``max(label) + 1`` of the training set; None without labels."""
+    held_out: bool
+    """Whether ``validation`` was split off the training set (no ``data.validation``)."""
+
+    def summary(self, teachers: int) -> dict[str, Any]:
+        return {
+            "kind": "text",
+            "train_examples": len(self.train),
+            "validation_examples": len(self.validation),
+            "held_out_validation": self.held_out,
+            "num_classes": self.num_classes,
+            "teachers": teachers,
+        }
+
+
+@dataclass
+class LoadedTextTeacher:
+    model: Any
+    """A ``worker.engine.text.TextEncoder`` or ``TextClassifier`` (eval mode, CPU)."""
+    tokenizer: Any
+    key: str
+    """Identifies the teacher for the teacher-output cache: the file's sha256, or ``builtin:<name>``."""
+    name: str
+    """Where it came from (``all-minilm-l6-v2``, ``job_…``, ``file_…``): recorded in the student's file."""
+    field: str
+
+
+def text_holdout_split(ds: TextDataset) -> tuple[TextDataset, TextDataset]:
+    """A deterministic split: 20% (at least one text) held out for validation, the rest to train."""
+    n = len(ds)
+    if n < 2:
+        raise JobFailure("invalid_dataset", "data.train: a text job needs at least 2 texts")
+    order = np.random.default_rng(TEXT_HOLDOUT_SEED).permutation(n)
+    k = max(1, round(n * TEXT_HOLDOUT_FRACTION))
+    return ds.subset(np.sort(order[k:])), ds.subset(np.sort(order[:k]))
 
 
 class InputLoader:
@@ -114,6 +161,62 @@ class InputLoader:
         except DatasetError as exc:
             raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
 
+    # -- text ------------------------------------------------------------------------------------------
+
+    def text_data(self, spec: JobSpec) -> LoadedTextData:
+        train = self._text_dataset(spec.data.train, "data.train")
+        labeled = spec.task == "classification"
+        if labeled and train.y is None:
+            raise JobFailure("invalid_dataset", "data.train: a classification job needs labels")
+        num_classes = train.num_classes if train.y is not None else None
+        if spec.data.validation is not None:
+            validation = self._text_dataset(spec.data.validation, "data.validation")
+            held_out = False
+            if labeled and validation.y is None:
+                raise JobFailure("invalid_dataset", "data.validation: the validation set needs labels")
+        else:
+            train, validation = text_holdout_split(train)
+            held_out = True
+        return LoadedTextData(train=train, validation=validation, num_classes=num_classes, held_out=held_out)
+
+    def _text_dataset(self, ref: DataRef, field: str) -> TextDataset:
+        if isinstance(ref, BuiltinData):
+            raise JobFailure("invalid_dataset", f"{field}: builtin datasets are numeric, not texts")
+        row = self._file(ref.file, f"{field}.file", "dataset")
+        path = self._fetch(row.storage_key, self.workdir / f"{row.id}-{row.filename}", field)
+        try:
+            return read_text_dataset(path, row.filename)
+        except DatasetError as exc:
+            raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
+
+    def text_teacher(self, spec: JobSpec) -> LoadedTextTeacher | None:
+        """The text teacher of a text job (None: a teacher job); torch/transformers loaded only here."""
+        from worker.engine.text import TextModelError, load_builtin_text_teacher, load_text_model
+
+        if not spec.teachers:
+            return None
+        ref = spec.teachers[0]
+        several = isinstance(spec.teacher, list)
+        base = "teacher.0" if several else "teacher"
+        if isinstance(ref, BuiltinTeacher):
+            encoder, tokenizer = load_builtin_text_teacher(ref.builtin)
+            return LoadedTextTeacher(
+                encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, f"{base}.builtin"
+            )
+        if isinstance(ref, JobTeacher):
+            field, name = f"{base}.job", ref.job
+            key, sha256 = self._teacher_job_model(ref.job, field)
+        else:
+            field, name = f"{base}.file", ref.file
+            row = self._file(ref.file, field, "model")
+            key, sha256 = row.storage_key, row.sha256
+        path = self._fetch(key, self.workdir / "teacher-text.safetensors", field)
+        try:
+            model, tokenizer, _ = load_text_model(path)
+        except TextModelError as exc:
+            raise JobFailure("invalid_model", f"{field}: {exc}") from exc
+        return LoadedTextTeacher(model, tokenizer, sha256, name, field)
+
     # -- teachers -------------------------------------------------------------------------------------
 
     def teachers(self, spec: JobSpec, data: LoadedData) -> list[LoadedTeacher]:
@@ -121,6 +224,11 @@ class InputLoader:
         loaded = []
         for index, ref in enumerate(spec.teachers):
             base = f"teacher.{index}" if several else "teacher"
+            if isinstance(ref, BuiltinTeacher):
+                raise JobFailure(
+                    "incompatible_teacher",
+                    f"{base}.builtin: {ref.builtin} teaches text (encoder) students only",
+                )
             if isinstance(ref, JobTeacher):
                 field = f"{base}.job"
                 key, sha256 = self._teacher_job_model(ref.job, field)

@@ -34,7 +34,7 @@ from distill.tables import Artifact, Job
 from worker.engine.device import resolve_device
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, TextPipeline
 from worker.teacher_cache import TeacherCache
 
 log = logging.getLogger(__name__)
@@ -115,6 +115,8 @@ class Runner:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
         torch.manual_seed(spec.training.seed)
+        if spec.model.arch == "encoder":
+            return self._execute_text(job, spec, device, started)
         with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as tmp:
             loader = InputLoader(
                 sessions=self.sessions,
@@ -131,6 +133,35 @@ class Runner:
             spec=spec,
             data=data,
             teachers=teachers,
+            cache=TeacherCache(self.store, job.tenant_id),
+            device=device,
+            progress=_Callbacks(self, job.id),
+            quiet=_Callbacks(self, job.id, report=False),
+            event=lambda message, data: self._write(job.id, event=(message, data)),
+        )
+        outcome = pipeline.run(started)
+        if outcome.stopped:
+            return self._finish_cancelled(job.id)
+        return self._succeed(job, outcome.result, outcome.summary, outcome.artifacts)
+
+    def _execute_text(self, job: Job, spec: JobSpec, device: torch.device, started: float) -> str:
+        """A text job (``model.arch`` ``encoder``): text datasets, a text teacher, the text pipeline."""
+        with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as tmp:
+            loader = InputLoader(
+                sessions=self.sessions,
+                store=self.store,
+                cache_dir=self.settings.cache_folder,
+                tenant_id=job.tenant_id,
+                workdir=Path(tmp),
+            )
+            data = loader.text_data(spec)
+            teacher = loader.text_teacher(spec)
+        self._write(job.id, event=("data loaded", data.summary(0 if teacher is None else 1)))
+        pipeline = TextPipeline(
+            job_id=job.id,
+            spec=spec,
+            data=data,
+            teacher=teacher,
             cache=TeacherCache(self.store, job.tenant_id),
             device=device,
             progress=_Callbacks(self, job.id),

@@ -14,7 +14,13 @@ from api.pagination import Page, paginate
 from api.tenancy import get_owned, scoped
 from distill.datasets import DatasetError, inspect_dataset
 from distill.ids import new_file_id
-from distill.modelfile import ModelFileError, inspect_model_file
+from distill.modelfile import (
+    TEXT_FORMAT_VERSION,
+    ModelFileError,
+    inspect_model_file,
+    inspect_text_model_file,
+    model_file_format,
+)
 from distill.storage import ObjectStore, file_key
 from distill.tables import File, Tenant
 
@@ -39,6 +45,9 @@ def _validate(path: Path, filename: str, purpose: str) -> dict[str, Any]:
             return inspect_dataset(path, filename).to_meta()
         if not filename.lower().endswith(".safetensors"):
             raise ModelFileError("a model must be one .safetensors file (weights are never unpickled)")
+        if model_file_format(path) == TEXT_FORMAT_VERSION:
+            info, parameters = inspect_text_model_file(path)
+            return {**info.to_meta(), "parameters": parameters}
         config, parameters = inspect_model_file(path)
         return {"config": config.model_dump(mode="json"), "parameters": parameters}
     except (DatasetError, ModelFileError) as exc:

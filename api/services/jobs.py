@@ -17,11 +17,15 @@ from distill.db import affected
 from distill.events import append_event
 from distill.ids import new_job_id
 from distill.jobstate import TERMINAL, JobStatus
+from distill.modelfile import TextModelInfo
 from distill.queue import enqueue_job
 from distill.spec import (
     AttentionLoss,
     BuiltinData,
+    BuiltinTeacher,
     DataRef,
+    EncoderConfig,
+    FileTeacher,
     HintLoss,
     JobSpec,
     JobTeacher,
@@ -48,7 +52,28 @@ def _data_info(session: Session, tenant: Tenant, ref: DataRef, field: str) -> Da
 
 
 def _teacher_config(session: Session, tenant: Tenant, teacher: TeacherRef, field: str) -> StoredModelConfig:
-    """The config of one teacher reference; ``field`` is where it sits in the spec (``teacher.0``…)."""
+    """The config of one tabular teacher reference; ``field``: where it sits in the spec (``teacher.0``…)."""
+    if isinstance(teacher, BuiltinTeacher):
+        raise Invalid(
+            f"{field}.builtin: {teacher.builtin} is a text teacher; it teaches encoder students on text "
+            'datasets (model.arch "encoder")',
+            field=f"{field}.builtin",
+        )
+    found = _teacher_model(session, tenant, teacher, field)
+    if isinstance(found, TextModelInfo):
+        kind = "job" if isinstance(teacher, JobTeacher) else "file"
+        raise Invalid(
+            f"{field}.{kind}: the teacher is a text model; it teaches encoder students on text datasets "
+            '(model.arch "encoder")',
+            field=f"{field}.{kind}",
+        )
+    return found
+
+
+def _teacher_model(
+    session: Session, tenant: Tenant, teacher: JobTeacher | FileTeacher, field: str
+) -> StoredModelConfig | TextModelInfo:
+    """What a job or file teacher is: a tabular model's config, or a text model's description."""
     if isinstance(teacher, JobTeacher):
         job = find_owned(session, Job, teacher.job, tenant)
         if job is None:
@@ -59,6 +84,8 @@ def _teacher_config(session: Session, tenant: Tenant, teacher: TeacherRef, field
                 "wait for it to succeed or pick another teacher",
                 field=f"{field}.job",
             )
+        if "text_model" in job.result:
+            return TextModelInfo.from_meta(job.result["text_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
     row = find_owned(session, File, teacher.file, tenant)
     if row is None:
@@ -68,6 +95,8 @@ def _teacher_config(session: Session, tenant: Tenant, teacher: TeacherRef, field
             f"{field}.file: {teacher.file} is a {row.purpose}, not a model (upload it with purpose=model)",
             field=f"{field}.file",
         )
+    if row.meta.get("kind") == "text":
+        return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])
 
 
@@ -150,11 +179,25 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Dataset
                     field=f"distillation.losses.{index}.type",
                 )
     train = _data_info(session, tenant, spec.data.train, "data.train")
-    if train.kind != "tabular":
+    if train.kind == "text" and not isinstance(spec.model, EncoderConfig):
         raise Invalid(
-            f"data.train: {train.kind} datasets are not supported by the {spec.model.arch} model; "
-            "use numeric features (CSV, NPZ, Parquet or JSONL with numbers)",
+            f'data.train: text datasets need model.arch "encoder", not {spec.model.arch!r}; '
+            "numeric features (CSV, NPZ, Parquet or JSONL with numbers) suit mlp and cnn models",
             field="data.train",
+        )
+    if isinstance(spec.model, EncoderConfig):
+        if train.kind != "text":
+            raise Invalid(
+                f"model.arch: an encoder reads texts but data.train is a {train.kind} dataset; use a text "
+                'dataset ({"text": "...", "label": ...} lines) or an mlp/cnn model',
+                field="model.arch",
+            )
+        _check_text_job(session, tenant, spec, train)
+        return train
+    if spec.task == "embedding":
+        raise Invalid(
+            'task: "embedding" is for text jobs (model.arch "encoder", a text dataset and a text teacher)',
+            field="task",
         )
     if not train.has_labels or train.num_classes is None:
         raise Invalid(
@@ -183,6 +226,112 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Dataset
             )
     _check_losses(spec, train, _check_teachers(session, tenant, spec, train))
     return train
+
+
+def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: DatasetInfo) -> None:
+    """A text job: text data everywhere, one text teacher that fits the task, engine options it supports."""
+    assert isinstance(spec.model, EncoderConfig)
+    unsupported = [
+        ("data.transfer", spec.data.transfer is not None, "a transfer set"),
+        ("data.augment", spec.data.augment is not None, "augmentation"),
+        ("distillation.losses", spec.distillation.losses is not None, "custom losses"),
+        ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
+        ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
+        ("baseline", spec.baseline, "a from-scratch baseline"),
+        ("export", bool(spec.export), "ONNX/TorchScript exports"),
+    ]
+    for name, present, what in unsupported:
+        if present:
+            raise Invalid(f"{name}: text jobs do not support {what} yet; drop {name}", field=name)
+    if (
+        spec.model.hidden is not None
+        and spec.model.heads is not None
+        and spec.model.hidden % spec.model.heads
+    ):
+        raise Invalid(
+            f"model.heads: hidden size {spec.model.hidden} is not a multiple of {spec.model.heads} heads",
+            field="model.heads",
+        )
+    if spec.model.init == "teacher" and (spec.model.hidden is not None or spec.model.heads is not None):
+        raise Invalid(
+            "model.init: \"teacher\" copies the teacher's layers, so it keeps the teacher's hidden size and "
+            'heads; drop model.hidden/model.heads or use init "random"',
+            field="model.init",
+        )
+    if spec.data.validation is not None:
+        info = _data_info(session, tenant, spec.data.validation, "data.validation")
+        if info.kind != "text":
+            raise Invalid("data.validation: a text job needs a text validation set", field="data.validation")
+        if spec.task == "classification":
+            if not info.has_labels:
+                raise Invalid("data.validation: the validation set needs labels", field="data.validation")
+            if train.num_classes is not None and (info.num_classes or 0) > train.num_classes:
+                raise Invalid(
+                    f"data.validation: has labels up to {(info.num_classes or 0) - 1} but the training set "
+                    f"has only {train.num_classes} classes",
+                    field="data.validation",
+                )
+    teachers = spec.teachers
+    if len(teachers) > 1:
+        raise Invalid("teacher: a text job takes one teacher", field="teacher")
+    if spec.task == "classification" and (not train.has_labels or train.num_classes is None):
+        raise Invalid(
+            'data.train: a classification job needs labels on every text (or use task "embedding" with a '
+            "text teacher)",
+            field="data.train",
+        )
+    if not teachers:
+        if spec.task == "embedding":
+            raise Invalid(
+                'teacher: task "embedding" learns a teacher\'s sentence embeddings; add a text teacher, '
+                'e.g. {"builtin": "all-minilm-l6-v2"}',
+                field="teacher",
+            )
+        if spec.model.layers > 6:
+            raise Invalid(
+                "model.layers: a text job without a teacher starts from MiniLM's 6 layers; use at most 6",
+                field="model.layers",
+            )
+        return
+    teacher = teachers[0]
+    if isinstance(teacher, BuiltinTeacher):
+        if spec.task == "classification":
+            raise Invalid(
+                f"teacher.builtin: {teacher.builtin} gives sentence embeddings, not classes; for "
+                "classification, first run a teacher job (no teacher: MiniLM + a head trained on the labels) "
+                'and use {"job": <its id>}, or use task "embedding"',
+                field="teacher.builtin",
+            )
+        t_layers: int | None = 6
+    else:
+        field = "teacher.job" if isinstance(teacher, JobTeacher) else "teacher.file"
+        found = _teacher_model(session, tenant, teacher, "teacher")
+        if not isinstance(found, TextModelInfo) or not found.has_tokenizer:
+            raise Invalid(
+                f"{field}: a text job needs a text teacher with its tokenizer (a text job's model, or a "
+                ".safetensors saved by save_text_model); this teacher has no tokenizer",
+                field=field,
+            )
+        if spec.task == "classification":
+            if found.task != "classification":
+                raise Invalid(
+                    f"{field}: the teacher is a text {found.task} model; a classification student needs a "
+                    'text classifier teacher (or use task "embedding")',
+                    field=field,
+                )
+            if found.num_classes != train.num_classes:
+                raise Invalid(
+                    f"{field}: the teacher predicts {found.num_classes} classes but the data has "
+                    f"{train.num_classes}",
+                    field=field,
+                )
+        t_layers = found.layers
+    if t_layers is not None and spec.model.layers > t_layers:
+        raise Invalid(
+            f"model.layers: the student cannot have more layers ({spec.model.layers}) than its teacher "
+            f"({t_layers})",
+            field="model.layers",
+        )
 
 
 def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec) -> Job:

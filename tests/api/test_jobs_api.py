@@ -250,3 +250,169 @@ def test_loss_layers_and_combinations_are_checked_on_submission(client, acme):
         assert response.status_code == 422, (loss, response.text)
         assert response.json()["error"]["field"] == field
         assert words in response.json()["error"]["message"]
+
+
+# -- text jobs ---------------------------------------------------------------------------------------------
+
+
+def text_jsonl(n: int = 20, labels: bool = True) -> bytes:
+    lines = [
+        json.dumps(
+            {
+                "text": f"sentence number {i} is {'good' if i % 2 else 'bad'}",
+                **({"label": i % 2} if labels else {}),
+            }
+        )
+        for i in range(n)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def text_model_bytes(num_classes: int | None = 2, tokenizer: bool = True) -> bytes:
+    """A tiny text model file (save_text_model); without ``tokenizer``, the same minus its tokenizer."""
+    import safetensors.torch
+    from transformers import AutoTokenizer, BertConfig
+
+    from worker.engine.text import (
+        TEXT_TOKENIZER_KEY,
+        TextClassifier,
+        TextEncoder,
+        minilm_path,
+        new_bert,
+        save_text_model,
+    )
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+    )
+    encoder = TextEncoder(new_bert(cfg))
+    model = TextClassifier(encoder, num_classes) if num_classes is not None else encoder
+    blob = save_text_model(model, tok, max_length=32)
+    if tokenizer:
+        return blob
+    header = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")])
+    metadata = {k: v for k, v in header["__metadata__"].items() if k != TEXT_TOKENIZER_KEY}
+    return safetensors.torch.save(safetensors.torch.load(blob), metadata=metadata)
+
+
+MINILM_TEACHER = {"builtin": "all-minilm-l6-v2"}
+
+
+def test_text_model_upload_is_recognised_without_loading_weights(client, acme):
+    response = upload(client, acme, "text.safetensors", text_model_bytes(3), "model")
+    assert response.status_code == 201, response.text
+    meta = response.json()["metadata"]
+    assert meta["kind"] == "text"
+    assert meta["task"] == "classification" and meta["num_classes"] == 3
+    assert meta["has_tokenizer"] is True and meta["layers"] == 2 and meta["parameters"] > 0
+    bare = upload(client, acme, "bare.safetensors", text_model_bytes(None, tokenizer=False), "model")
+    assert bare.status_code == 201, bare.text
+    assert bare.json()["metadata"]["has_tokenizer"] is False
+    assert bare.json()["metadata"]["task"] == "embedding"
+
+
+def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
+    labeled = upload(client, acme, "l.jsonl", text_jsonl()).json()["id"]
+    unlabeled = upload(client, acme, "u.jsonl", text_jsonl(labels=False)).json()["id"]
+    classifier = upload(client, acme, "c.safetensors", text_model_bytes(2), "model").json()["id"]
+    encoder = {"arch": "encoder", "layers": 1, "max_length": 32}
+    accepted = [
+        {
+            "data": {"train": {"file": unlabeled}},
+            "model": encoder,
+            "teacher": MINILM_TEACHER,
+            "task": "embedding",
+        },
+        {"data": {"train": {"file": labeled}}, "model": {"arch": "encoder", "layers": 6}},
+        {"data": {"train": {"file": labeled}}, "model": encoder, "teacher": {"file": classifier}},
+    ]
+    for spec in accepted:
+        response = client.post("/v1/jobs", headers=acme, json=spec)
+        assert response.status_code == 201, (spec, response.text)
+    job = client.post("/v1/jobs", headers=acme, json=accepted[0]).json()
+    assert job["spec"]["model"] == {
+        "arch": "encoder",
+        "layers": 1,
+        "hidden": None,
+        "heads": None,
+        "intermediate": None,
+        "init": "teacher",
+        "max_length": 32,
+    }
+    assert job["spec"]["task"] == "embedding"
+    assert job["spec"]["teacher"] == {"builtin": "all-minilm-l6-v2", "weight": 1.0}
+
+
+def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
+    labeled = upload(client, acme, "l.jsonl", text_jsonl()).json()["id"]
+    unlabeled = upload(client, acme, "u.jsonl", text_jsonl(labels=False)).json()["id"]
+    bare = upload(client, acme, "b.safetensors", text_model_bytes(2, tokenizer=False), "model").json()["id"]
+    three = upload(client, acme, "c3.safetensors", text_model_bytes(3), "model").json()["id"]
+    embedder = upload(client, acme, "e.safetensors", text_model_bytes(None), "model").json()["id"]
+    tabular = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
+    text, plain = {"file": labeled}, {"file": unlabeled}
+    enc = {"arch": "encoder", "layers": 1}
+    digits = {"builtin": "digits"}
+    cases = [
+        ({"data": {"train": text}}, "data.train", "encoder"),
+        ({"data": {"train": text}, "model": {"arch": "cnn"}}, "data.train", "encoder"),
+        ({"data": {"train": digits}, "model": enc}, "model.arch", "texts"),
+        ({"data": {"train": text}, "model": enc, "task": "embedding"}, "teacher", "text teacher"),
+        ({"data": {"train": plain}, "model": enc}, "data.train", "labels"),
+        ({"data": {"train": text}, "model": enc, "teacher": {"file": bare}}, "teacher.file", "no tokenizer"),
+        (
+            {"data": {"train": text}, "model": enc, "teacher": {"file": tabular}},
+            "teacher.file",
+            "no tokenizer",
+        ),
+        ({"data": {"train": text}, "model": enc, "teacher": {"file": three}}, "teacher.file", "3 classes"),
+        (
+            {"data": {"train": text}, "model": enc, "teacher": {"file": embedder}},
+            "teacher.file",
+            "classifier",
+        ),
+        ({"data": {"train": text}, "model": enc, "teacher": MINILM_TEACHER}, "teacher.builtin", "classes"),
+        (
+            {
+                "data": {"train": plain},
+                "model": {"arch": "encoder", "layers": 7},
+                "teacher": MINILM_TEACHER,
+                "task": "embedding",
+            },
+            "model.layers",
+            "more layers",
+        ),
+        (
+            {
+                "data": {"train": plain},
+                "model": enc,
+                "teacher": MINILM_TEACHER,
+                "task": "embedding",
+                "baseline": True,
+            },
+            "baseline",
+            "text jobs",
+        ),
+        ({"data": {"train": digits}, "teacher": MINILM_TEACHER}, "teacher.builtin", "encoder"),
+        ({"data": {"train": digits}, "teacher": {"file": embedder}}, "teacher.file", "text model"),
+        ({"data": {"train": digits}, "task": "embedding"}, "task", "text"),
+        ({"data": {"train": digits}, "model": {"arch": "encoder", "layers": 13}}, "model.layers", "12"),
+        (
+            {"data": {"train": digits}, "teacher": {"builtin": "bert-large"}},
+            "teacher.builtin",
+            "all-minilm-l6-v2",
+        ),
+    ]
+    for spec, field, words in cases:
+        response = client.post("/v1/jobs", headers=acme, json=spec)
+        assert response.status_code == 422, (spec, response.text)
+        error = response.json()["error"]
+        assert error["field"] == field, (spec, error)
+        assert words in error["message"], (spec, error)
+    assert client.get("/v1/jobs", headers=acme).json()["data"] == []
+    assert queued_messages(client) == []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,14 +29,6 @@ OLD_KEYS = {
     "teacher_cpu_latency_ms",
     "teacher_cpu_throughput",
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # What a digits job with a [256, 256] teacher, a [32] student and baseline: true measures (rounded).

@@ -129,3 +129,52 @@ def test_random_bytes(tmp_path: Path) -> None:
     for _ in range(20):
         with pytest.raises(ModelFileError):
             inspect_model_file(write(tmp_path, rng.bytes(int(rng.integers(1, 2000)))))
+
+
+def test_text_model_keys_match_the_engine_and_headers_are_read_without_torch(tmp_path):
+    import json as _json
+
+    import safetensors.numpy
+
+    from distill import modelfile
+    from worker.engine import text
+
+    assert modelfile.TEXT_FORMAT_VERSION == text.TEXT_FORMAT_VERSION
+    assert modelfile.TEXT_CONFIG_KEY == text.TEXT_CONFIG_KEY
+    assert modelfile.TEXT_TOKENIZER_KEY == text.TEXT_TOKENIZER_KEY
+    assert modelfile.FORMAT_KEY == text.TEXT_FORMAT_KEY
+    import numpy as np
+
+    config = {
+        "task": "classification",
+        "bert_config": {"hidden_size": 8, "num_hidden_layers": 2},
+        "num_classes": 3,
+    }
+    path = tmp_path / "t.safetensors"
+    safetensors.numpy.save_file(
+        {"w": np.zeros((2, 3), np.float32)},
+        str(path),
+        metadata={"distill.format": "text-1", "distill.text_config": _json.dumps(config)},
+    )
+    assert modelfile.model_file_format(path) == "text-1"
+    info, parameters = modelfile.inspect_text_model_file(path)
+    assert parameters == 6
+    assert info.to_meta() == {
+        "kind": "text",
+        "task": "classification",
+        "num_classes": 3,
+        "classes": None,
+        "has_tokenizer": False,
+        "max_length": 128,
+        "hidden_size": 8,
+        "layers": 2,
+    }
+    assert modelfile.TextModelInfo.from_meta(info.to_meta()) == info
+    with pytest.raises(modelfile.ModelFileError, match="num_classes"):
+        bad = {**config, "num_classes": None}
+        safetensors.numpy.save_file(
+            {"w": np.zeros(1, np.float32)},
+            str(path),
+            metadata={"distill.format": "text-1", "distill.text_config": _json.dumps(bad)},
+        )
+        modelfile.inspect_text_model_file(path)

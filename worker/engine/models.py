@@ -26,7 +26,9 @@ def build_model(cfg: StoredModelConfig) -> nn.Module:
     """A freshly initialised model (uses torch's global RNG: seed it first for reproducible weights)."""
     if isinstance(cfg.model, MLPConfig):
         return _build_mlp(cfg.model, cfg.input_shape, cfg.num_classes)
-    return _build_cnn(cfg.model, cfg.input_shape, cfg.num_classes)
+    if isinstance(cfg.model, CNNConfig):
+        return _build_cnn(cfg.model, cfg.input_shape, cfg.num_classes)
+    raise ValueError(f"{cfg.model.arch} models are text models; build them with worker.engine.text")
 
 
 def count_parameters(model: nn.Module) -> int:

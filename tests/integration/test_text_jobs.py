@@ -1,0 +1,101 @@
+"""Text jobs through the REST API and a real worker: an embedding student of the builtin MiniLM, and a text
+classifier teacher job with a distilled student. Small on purpose (a few hundred template sentences, one
+epoch, 32 tokens, a 1-layer student) so that it runs in well under a minute on a CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from client.sdk import Client
+from worker.engine.text import TextClassifier, TextEncoder, load_text_model
+from worker.engine.text_data import sentiment_examples, template_sentences
+
+pytestmark = pytest.mark.integration
+
+MINILM = {"builtin": "all-minilm-l6-v2"}
+STUDENT = {"arch": "encoder", "layers": 1, "max_length": 32}
+
+
+@pytest.fixture(scope="module")
+def acme(stack) -> Client:
+    return stack.client("acme-text")
+
+
+def write_jsonl(path: Path, texts: list[str], labels: list[int] | None = None) -> Path:
+    rows = [{"text": t, **({"label": labels[i]} if labels is not None else {})} for i, t in enumerate(texts)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def run(client: Client, spec: dict) -> dict:
+    job = client.wait(client.create_job(spec)["id"], poll_interval=0.3, timeout=300)
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
+    data = acme.upload_file(write_jsonl(tmp_path / "sentences.jsonl", template_sentences(300, seed=1)))
+    assert data["metadata"]["kind"] == "text"
+    spec = {
+        "data": {"train": {"file": data["id"]}},
+        "model": STUDENT,
+        "teacher": MINILM,
+        "task": "embedding",
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.002},
+    }
+    job = run(acme, spec)
+    result = job["result"]
+    assert result["cosine_to_teacher"] > 0.5, result
+    assert result["parameters"] < result["teacher_parameters"]
+    assert result["speedup"] > 1.0
+    assert result["teacher_cache_hit"] is False
+    names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
+    assert names == {"model.safetensors", "report.json"}
+    path = acme.download_artifact(job["id"], "model.safetensors", tmp_path / "student.safetensors")
+    model, tokenizer, meta = load_text_model(path)
+    assert isinstance(model, TextEncoder) and meta.task == "embedding" and meta.max_length == 32
+    assert model.config.num_hidden_layers == 1
+    assert tokenizer("a test")["input_ids"][0] == tokenizer.cls_token_id
+    report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path / "r.json").read_text())
+    assert report["student"]["val_cosine"] == pytest.approx(result["cosine_to_teacher"], abs=1e-5)
+    assert report["data"]["validation_examples"] == 60 and report["data"]["held_out_validation"] is True
+    assert report["teacher"]["cpu_latency_seconds"] > report["student"]["cpu_latency_seconds"]
+    # The same teacher on the same texts: its embeddings come from the cache.
+    again = run(acme, {**spec, "training": {**spec["training"], "seed": 1}})
+    assert again["result"]["teacher_cache_hit"] is True
+    messages = [e["message"] for e in acme.iter_events(again["id"])]
+    assert "teacher outputs reused from the cache: the teacher did not run" in messages
+
+
+def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
+    texts, labels = sentiment_examples(200, seed=2)
+    data = acme.upload_file(write_jsonl(tmp_path / "reviews.jsonl", texts, labels))
+    teacher = run(
+        acme,
+        {
+            "data": {"train": {"file": data["id"]}},
+            "model": {"arch": "encoder", "layers": 6, "max_length": 32},
+            "training": {"epochs": 10, "batch_size": 16, "learning_rate": 0.01},
+        },
+    )
+    assert teacher["result"]["test_accuracy"] >= 0.7, teacher["result"]
+    student = run(
+        acme,
+        {
+            "data": {"train": {"file": data["id"]}},
+            "model": STUDENT,
+            "teacher": {"job": teacher["id"]},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
+        },
+    )
+    result = student["result"]
+    for key in ("test_accuracy", "parameters", "teacher_test_accuracy", "agreement_with_teacher", "speedup"):
+        assert key in result, key
+    assert result["teacher_test_accuracy"] == pytest.approx(teacher["result"]["test_accuracy"], abs=1e-6)
+    assert result["parameters"] < result["teacher_parameters"]
+    path = acme.download_artifact(student["id"], "model.safetensors", tmp_path / "student.safetensors")
+    model, _, meta = load_text_model(path)
+    assert isinstance(model, TextClassifier) and model.num_classes == 2 and meta.task == "classification"
