@@ -115,8 +115,6 @@ class Runner:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
         torch.manual_seed(spec.training.seed)
-        if spec.model.arch == "encoder":
-            return self._execute_text(job, spec, device, started)
         with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as tmp:
             loader = InputLoader(
                 sessions=self.sessions,
@@ -125,53 +123,34 @@ class Runner:
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
             )
-            data = loader.data(spec)
-            teachers = loader.teachers(spec, data)
-        self._write(job.id, event=("data loaded", data.summary(len(teachers))))
-        pipeline = Pipeline(
-            job_id=job.id,
-            spec=spec,
-            data=data,
-            teachers=teachers,
-            cache=TeacherCache(self.store, job.tenant_id),
-            device=device,
-            progress=_Callbacks(self, job.id),
-            quiet=_Callbacks(self, job.id, report=False),
-            event=lambda message, data: self._write(job.id, event=(message, data)),
-        )
+            pipeline = self._pipeline(job, spec, device, loader)
         outcome = pipeline.run(started)
         if outcome.stopped:
             return self._finish_cancelled(job.id)
         return self._succeed(job, outcome.result, outcome.summary, outcome.artifacts)
 
-    def _execute_text(self, job: Job, spec: JobSpec, device: torch.device, started: float) -> str:
-        """A text job (``model.arch`` ``encoder``): text datasets, a text teacher, the text pipeline."""
-        with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as tmp:
-            loader = InputLoader(
-                sessions=self.sessions,
-                store=self.store,
-                cache_dir=self.settings.cache_folder,
-                tenant_id=job.tenant_id,
-                workdir=Path(tmp),
-            )
-            data = loader.text_data(spec)
+    def _pipeline(
+        self, job: Job, spec: JobSpec, device: torch.device, loader: InputLoader
+    ) -> Pipeline | TextPipeline:
+        """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
+        common: dict[str, Any] = {
+            "job_id": job.id,
+            "spec": spec,
+            "cache": TeacherCache(self.store, job.tenant_id),
+            "device": device,
+            "progress": _Callbacks(self, job.id),
+            "quiet": _Callbacks(self, job.id, report=False),
+            "event": lambda message, data: self._write(job.id, event=(message, data)),
+        }
+        if spec.model.arch == "encoder":
+            text = loader.text_data(spec)
             teacher = loader.text_teacher(spec)
-        self._write(job.id, event=("data loaded", data.summary(0 if teacher is None else 1)))
-        pipeline = TextPipeline(
-            job_id=job.id,
-            spec=spec,
-            data=data,
-            teacher=teacher,
-            cache=TeacherCache(self.store, job.tenant_id),
-            device=device,
-            progress=_Callbacks(self, job.id),
-            quiet=_Callbacks(self, job.id, report=False),
-            event=lambda message, data: self._write(job.id, event=(message, data)),
-        )
-        outcome = pipeline.run(started)
-        if outcome.stopped:
-            return self._finish_cancelled(job.id)
-        return self._succeed(job, outcome.result, outcome.summary, outcome.artifacts)
+            self._write(job.id, event=("data loaded", text.summary(0 if teacher is None else 1)))
+            return TextPipeline(data=text, teacher=teacher, **common)
+        data = loader.data(spec)
+        teachers = loader.teachers(spec, data)
+        self._write(job.id, event=("data loaded", data.summary(len(teachers))))
+        return Pipeline(data=data, teachers=teachers, **common)
 
     # -- writes (lease-guarded) ---------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,27 +31,10 @@ from worker.engine.text import (
     clone_text_model,
     tokenize,
 )
+from worker.engine.train import NoCallbacks, TrainCallbacks
 
-
-class TextCallbacks(Protocol):
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None: ...
-
-    def on_epoch(
-        self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]
-    ) -> None: ...
-
-    def should_stop(self) -> bool: ...
-
-
-class _NoCallbacks:
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
-        pass
-
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
+TextCallbacks = TrainCallbacks
+"""Text training reports through the same callbacks as :func:`worker.engine.train.train_model`."""
 
 
 @dataclass
@@ -254,7 +236,7 @@ def distill_embeddings(
     began = time.perf_counter()
     _check_texts("train", train_texts)
     _check_texts("validation", val_texts)
-    dev, cb = _device(device), callbacks or _NoCallbacks()
+    dev, cb = _device(device), callbacks or NoCallbacks()
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     if teacher_train is None or teacher_val is None:
@@ -366,7 +348,7 @@ def train_text_classifier(
     k = num_classes if num_classes is not None else max(max(train_labels), max(val_labels)) + 1
     y_train = _labels("train", train_labels, len(train_texts), k)
     y_val = _labels("validation", val_labels, len(val_texts), k)
-    dev, cb = _device(device), callbacks or _NoCallbacks()
+    dev, cb = _device(device), callbacks or NoCallbacks()
     torch.manual_seed(seed)
     model = TextClassifier(clone_text_model(encoder), k).to(dev)  # type: ignore[arg-type]
     train_tokens = tokenize(tokenizer, train_texts, max_length)
@@ -469,7 +451,7 @@ def distill_text_classifier(
     k = student.num_classes
     y_val = _labels("validation", val_labels, len(val_texts), k)
     y_train = _labels("train", train_labels, len(train_texts), k) if train_labels is not None else None
-    dev, cb = _device(device), callbacks or _NoCallbacks()
+    dev, cb = _device(device), callbacks or NoCallbacks()
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     teacher_val = None
