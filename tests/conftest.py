@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
-from helpers import free_port, stop_process, wait_for
+from helpers import delete_queue_keys, free_port, stop_process, wait_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -86,27 +86,31 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """``redis://127.0.0.1:6379/<n>``, n = $DISTILL_TEST_REDIS_DB or 11; flushed before and after."""
+    """``redis://127.0.0.1:6379/<n>``, n = $DISTILL_TEST_REDIS_DB or 11.
+
+    Never flushed: test runs share the database (two runs on one machine, or a developer's run beside CI),
+    so each run uses queue names of its own (``queue_name``) and deletes only its own keys.
+    """
     import redis
 
     base = (os.environ.get("DISTILL_TEST_REDIS_URL") or DEFAULT_REDIS_URL).rstrip("/")
     url = f"{base}/{int(os.environ.get('DISTILL_TEST_REDIS_DB', '11'))}"
     client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
-    failure: redis.RedisError | None = None
     try:
-        client.flushdb()
+        client.ping()
     except redis.RedisError as error:
-        failure = error
-    if failure is not None:
         client.close()
-        _unavailable(f"Redis at {base}", failure)
-    try:
-        yield url
-    finally:
-        try:
-            client.flushdb()
-        finally:
-            client.close()
+        _unavailable(f"Redis at {base}", error)
+    client.close()
+    yield url
+
+
+@pytest.fixture(scope="session")
+def queue_name(redis_url: str) -> Iterator[str]:
+    """A Celery queue name of this run's own; its keys are deleted at the end."""
+    name = f"distill-test-{secrets.token_hex(6)}"
+    yield name
+    delete_queue_keys(redis_url, name)
 
 
 # ---------------------------------------------------------------------------------------------------- S3
@@ -210,6 +214,7 @@ def s3_bucket(s3_server: str) -> Iterator[str]:
 def services_env(
     postgres_url: str,
     redis_url: str,
+    queue_name: str,
     s3_server: str,
     s3_bucket: str,
     tmp_path_factory: pytest.TempPathFactory,
@@ -219,6 +224,7 @@ def services_env(
         "DISTILL_HOME": str(tmp_path_factory.mktemp("distill-home")),
         "DISTILL_DATABASE_URL": postgres_url,
         "DISTILL_BROKER_URL": redis_url,
+        "DISTILL_QUEUE_NAME": queue_name,
         "DISTILL_STORAGE_URL": f"s3://{s3_bucket}/distill",
         "DISTILL_S3_ENDPOINT_URL": s3_server,
         "DISTILL_S3_ACCESS_KEY_ID": S3_KEY,

@@ -47,3 +47,16 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def delete_queue_keys(redis_url: str, prefix: str) -> None:
+    """Delete the Redis keys of queues whose names start with ``prefix`` (lists and kombu bindings)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"*{prefix}*"))  # the queue lists and kombu's bindings for them
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

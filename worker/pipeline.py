@@ -520,7 +520,7 @@ class TextPipeline:
 
     def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
         from worker.engine.text import TextClassifier, count_text_parameters
-        from worker.engine.text_train import distill_text_classifier
+        from worker.engine.text_train import TextLoss, distill_text_classifier
 
         assert self.teacher is not None
         teacher = self.teacher.model
@@ -540,6 +540,18 @@ class TextPipeline:
         cached, cache_info = self._cached_outputs("text_logits", train.texts, None)
         student = self._student(teacher)
         d, t = self.spec.distillation, self.spec.training
+        losses = None
+        if d.losses is not None:
+            # The API lets only kd, ce and attention through for text jobs.
+            losses = [
+                TextLoss(
+                    type=loss.type,  # type: ignore[arg-type]
+                    weight=loss.weight,
+                    temperature=getattr(loss, "temperature", None),
+                    layer_map=getattr(loss, "layer_map", None),
+                )
+                for loss in d.losses
+            ]
         outcome = distill_text_classifier(
             teacher,
             student,
@@ -557,6 +569,7 @@ class TextPipeline:
             max_length=self.max_length,
             weight_decay=t.weight_decay,
             teacher_logits=cached[0] if cached else None,
+            losses=losses,
             device=self.device,
             callbacks=self.progress,
         )

@@ -234,7 +234,6 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
     unsupported = [
         ("data.transfer", spec.data.transfer is not None, "a transfer set"),
         ("data.augment", spec.data.augment is not None, "augmentation"),
-        ("distillation.losses", spec.distillation.losses is not None, "custom losses"),
         ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
         ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
         ("baseline", spec.baseline, "a from-scratch baseline"),
@@ -243,6 +242,7 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
     for name, present, what in unsupported:
         if present:
             raise Invalid(f"{name}: text jobs do not support {what} yet; drop {name}", field=name)
+    _check_text_loss_types(spec)
     if (
         spec.model.hidden is not None
         and spec.model.heads is not None
@@ -292,7 +292,7 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
                 "model.layers: a text job without a teacher starts from MiniLM's 6 layers; use at most 6",
                 field="model.layers",
             )
-        return
+        return  # custom losses need a teacher: refused by _check_text_loss_types
     teacher = teachers[0]
     if isinstance(teacher, BuiltinTeacher):
         if spec.task == "classification":
@@ -332,6 +332,56 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
             f"({t_layers})",
             field="model.layers",
         )
+    _check_text_layer_maps(spec, t_layers)
+
+
+TEXT_LOSSES = ("kd", "ce", "attention")
+"""The ``distillation.losses`` types a text job supports (classification students with a teacher)."""
+
+
+def _check_text_loss_types(spec: JobSpec) -> None:
+    losses = spec.distillation.losses
+    if losses is None:
+        return
+    if spec.task != "classification" or not spec.teachers:
+        raise Invalid(
+            "distillation.losses: text jobs support custom losses only for classification students with a "
+            f"teacher ({', '.join(TEXT_LOSSES)}); drop distillation.losses",
+            field="distillation.losses",
+        )
+    for index, loss in enumerate(losses):
+        if loss.type not in TEXT_LOSSES:
+            field = f"distillation.losses.{index}.type"
+            raise Invalid(
+                f"{field}: text jobs support the {', '.join(TEXT_LOSSES)} losses, not {loss.type}",
+                field=field,
+            )
+
+
+def _check_text_layer_maps(spec: JobSpec, teacher_layers: int | None) -> None:
+    """Attention layer maps name existing layers (student: ``model.layers``; teacher: its stored count)."""
+    assert isinstance(spec.model, EncoderConfig)
+    student_layers = spec.model.layers
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if not isinstance(loss, AttentionLoss) or loss.layer_map is None:
+            continue
+        field = f"distillation.losses.{index}.layer_map"
+        if not loss.layer_map:
+            raise Invalid(f"{field}: the layer map is empty; give pairs or drop layer_map", field=field)
+        for i, j in loss.layer_map:
+            bad_student = not 0 <= i < student_layers
+            bad_teacher = teacher_layers is not None and not 0 <= j < teacher_layers
+            if bad_student or bad_teacher:
+                teacher_text = (
+                    f"the teacher {teacher_layers} (0..{teacher_layers - 1})"
+                    if teacher_layers is not None
+                    else "the teacher's count is unknown"
+                )
+                raise Invalid(
+                    f"{field}: layer pair [{i}, {j}] is out of range: the student has {student_layers} "
+                    f"attention layers (0..{student_layers - 1}) and {teacher_text}",
+                    field=field,
+                )
 
 
 def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec) -> Job:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
+from helpers import delete_queue_keys
 from services_app import new_key, prepare, settings_from_env
 from sqlalchemy import text
 
@@ -20,7 +20,8 @@ from distill.settings import Settings
 @pytest.fixture(scope="session")
 def api_settings(services_env: dict[str, str]) -> Settings:
     # A queue of their own: no worker (such as the integration tests') ever takes these jobs.
-    settings = settings_from_env({**services_env, "DISTILL_QUEUE_NAME": "distill-api-tests"})
+    queue = f"{services_env['DISTILL_QUEUE_NAME']}-api"
+    settings = settings_from_env({**services_env, "DISTILL_QUEUE_NAME": queue})
     prepare(settings)
     return settings
 
@@ -39,7 +40,7 @@ def _clean(api_settings: Settings, app_client: TestClient) -> Iterator[None]:
     engine = app_client.app_state.engine  # type: ignore[attr-defined]
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE tenants, api_keys, files, jobs, job_events, artifacts CASCADE"))
-    redis.Redis.from_url(api_settings.broker_url).flushdb()
+    delete_queue_keys(api_settings.broker_url, api_settings.queue_name)
 
 
 @pytest.fixture

@@ -416,3 +416,59 @@ def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
         assert words in error["message"], (spec, error)
     assert client.get("/v1/jobs", headers=acme).json()["data"] == []
     assert queued_messages(client) == []
+
+
+def test_text_losses_kd_ce_attention_are_accepted_and_checked(client, acme):
+    labeled = upload(client, acme, "l.jsonl", text_jsonl()).json()["id"]
+    unlabeled = upload(client, acme, "u.jsonl", text_jsonl(labels=False)).json()["id"]
+    two = upload(client, acme, "c.safetensors", text_model_bytes(2), "model").json()["id"]  # 2 layers
+    enc = {"arch": "encoder", "layers": 1}
+    base = {"data": {"train": {"file": labeled}}, "model": enc, "teacher": {"file": two}}
+
+    def losses(*items: dict) -> dict:
+        return {**base, "distillation": {"losses": list(items)}}
+
+    attention = {"type": "attention", "weight": 0.3}
+    for spec in (
+        losses({"type": "kd", "weight": 0.7}, attention),
+        losses({"type": "ce"}, {**attention, "layer_map": [[0, 1], [0, 0]]}),
+    ):
+        response = client.post("/v1/jobs", headers=acme, json=spec)
+        assert response.status_code == 201, (spec, response.text)
+    cases = [
+        (
+            losses({"type": "kd"}, {**attention, "layer_map": [[1, 0]]}),
+            "distillation.losses.1.layer_map",
+            "1 attention layers",
+        ),
+        (losses({**attention, "layer_map": [[0, 2]]}), "distillation.losses.0.layer_map", "the teacher 2"),
+        (losses({**attention, "layer_map": [[0, -1]]}), "distillation.losses.0.layer_map", "out of range"),
+        (losses({**attention, "layer_map": []}), "distillation.losses.0.layer_map", "empty"),
+        (losses({"type": "kd"}, {"type": "logit_mse"}), "distillation.losses.1.type", "kd, ce, attention"),
+        (
+            {
+                "data": {"train": {"file": labeled}},
+                "model": enc,
+                "distillation": {"losses": [{"type": "ce"}]},
+            },
+            "distillation.losses",
+            "with a teacher",
+        ),
+        (
+            {
+                "data": {"train": {"file": unlabeled}},
+                "model": enc,
+                "teacher": MINILM_TEACHER,
+                "task": "embedding",
+                "distillation": {"losses": [attention]},
+            },
+            "distillation.losses",
+            "classification",
+        ),
+    ]
+    for spec, field, words in cases:
+        response = client.post("/v1/jobs", headers=acme, json=spec)
+        assert response.status_code == 422, (spec, response.text)
+        error = response.json()["error"]
+        assert error["field"] == field, (spec, error)
+        assert words in error["message"], (spec, error)

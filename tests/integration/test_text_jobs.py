@@ -99,3 +99,17 @@ def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
     path = acme.download_artifact(student["id"], "model.safetensors", tmp_path / "student.safetensors")
     model, _, meta = load_text_model(path)
     assert isinstance(model, TextClassifier) and model.num_classes == 2 and meta.task == "classification"
+    # The same teacher with kd + attention-map transfer: the epoch events report each term.
+    attention = run(
+        acme,
+        {
+            "data": {"train": {"file": data["id"]}},
+            "model": STUDENT,
+            "teacher": {"job": teacher["id"]},
+            "distillation": {"losses": [{"type": "kd", "weight": 0.7}, {"type": "attention", "weight": 0.3}]},
+            "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.001},
+        },
+    )
+    epochs = [e for e in acme.iter_events(attention["id"]) if e["message"].startswith("epoch ")]
+    assert epochs and "attention_loss" in epochs[-1]["data"] and "kd_loss" in epochs[-1]["data"], epochs
+    assert epochs[-1]["data"]["attention_loss"] > 0

@@ -27,10 +27,14 @@ from worker.engine.text import (
 )
 from worker.engine.text_data import read_text_jsonl, sentiment_examples, template_sentences
 from worker.engine.text_train import (
+    TextLoss,
+    check_layer_map,
     distill_embeddings,
     distill_text_classifier,
     encode_texts,
     mean_cosine,
+    teacher_attention_maps,
+    text_attention_loss,
     text_logits,
     train_text_classifier,
 )
@@ -313,3 +317,49 @@ def test_template_sentences_and_jsonl() -> None:
         read_text_jsonl(["{not json"])
     with pytest.raises(ValueError, match="not one of the classes"):
         read_text_jsonl([json.dumps({"text": "x", "label": "maybe"})], classes=["neg", "pos"])
+
+
+def test_attention_transfer_masks_padding_and_trains_with_kd(minilm: MiniLM) -> None:
+    teacher_encoder, tokenizer = minilm
+    torch.manual_seed(0)
+    teacher = TextClassifier(build_text_student(teacher_encoder, layers=2, init="teacher"), 2).eval()
+    texts, labels = sentiment_examples(24, seed=3)
+    tokens = tokenize(tokenizer, texts, 32)
+    maps = teacher_attention_maps(teacher, tokens, [1])
+    assert [m.shape[-1] for m in maps] == [len(r) for r in tokens.ids] and maps[0].dtype == torch.float16
+    # The teacher against itself: padding (a short and a long text in one batch) gives exactly zero loss.
+    idx = [min(range(24), key=lambda i: len(tokens.ids[i])), max(range(24), key=lambda i: len(tokens.ids[i]))]
+    ids, mask = tokens.batch(idx)
+    own = attention_maps(teacher, ids, mask)
+    assert text_attention_loss(own, [maps[i] for i in idx], mask, [(1, 1)], {1: 0}).item() < 1e-6
+    assert check_layer_map(None, 1, 2) == [(0, 1)]
+    with pytest.raises(ValueError, match="out of range"):
+        check_layer_map([(0, 2)], 1, 2)
+
+    student = build_text_student(teacher, layers=1, init="random")
+    out = distill_text_classifier(
+        teacher,
+        student,
+        tokenizer,
+        texts[:16],
+        texts[16:],
+        labels[16:],
+        train_labels=labels[:16],
+        epochs=1,
+        batch_size=8,
+        max_length=32,
+        losses=[TextLoss("kd", 0.7), TextLoss("attention", 0.3, layer_map=[(0, 1)])],
+    )
+    last = out.history[-1]
+    assert {"train_loss", "kd_loss", "attention_loss"} <= last.keys() and "ce_loss" not in last
+    assert last["attention_loss"] > 0
+    with pytest.raises(ValueError, match="out of range"):
+        distill_text_classifier(
+            teacher,
+            student,
+            tokenizer,
+            texts[:16],
+            texts[16:],
+            labels[16:],
+            losses=[TextLoss("attention", layer_map=[(3, 0)])],
+        )

@@ -15,12 +15,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.engine.losses import hinton_kd_loss
+from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
     TextClassifier,
@@ -28,7 +29,9 @@ from worker.engine.text import (
     TextModel,
     TokenizedTexts,
     Tokenizer,
+    attention_maps,
     clone_text_model,
+    encoder_of,
     tokenize,
 )
 from worker.engine.train import NoCallbacks, TrainCallbacks
@@ -415,6 +418,99 @@ def train_text_classifier(
     return TextTrainOutcome(model, False, history, feats_train, feats_val, time.perf_counter() - began)
 
 
+@dataclass(frozen=True)
+class TextLoss:
+    """One term of a text classifier's distillation loss (``distillation.losses[]`` of a text job)."""
+
+    type: Literal["kd", "ce", "attention"]
+    weight: float = 1.0
+    temperature: float | None = None
+    """``kd`` only; None: the call's ``temperature``."""
+    layer_map: Sequence[tuple[int, int]] | None = None
+    """``attention`` only: ``[(student_layer, teacher_layer), ...]``; None: :func:`default_layer_map`."""
+
+
+def check_layer_map(
+    layer_map: Sequence[tuple[int, int]] | None, student_layers: int, teacher_layers: int
+) -> list[tuple[int, int]]:
+    """The layer map to use (the default one when None); ValueError when a pair names a missing layer."""
+    if layer_map is None:
+        return default_layer_map(student_layers, teacher_layers)
+    if not layer_map:
+        raise ValueError("attention: the layer map is empty")
+    pairs = [(int(i), int(j)) for i, j in layer_map]
+    for i, j in pairs:
+        if not (0 <= i < student_layers and 0 <= j < teacher_layers):
+            raise ValueError(
+                f"attention: layer pair ({i}, {j}) is out of range: the student has {student_layers} "
+                f"attention layers (0..{student_layers - 1}) and the teacher {teacher_layers} "
+                f"(0..{teacher_layers - 1})"
+            )
+    return pairs
+
+
+@torch.no_grad()
+def teacher_attention_maps(
+    teacher: nn.Module,
+    tokens: TokenizedTexts,
+    layers: Sequence[int],
+    *,
+    device: torch.device | None = None,
+    batch_size: int = 64,
+) -> list[torch.Tensor]:
+    """The teacher's head-averaged attention maps of ``layers``, one ``[len(layers), L, L]`` float16 tensor
+    per text (``L``: that text's own token count, so no padding is stored).
+
+    Computed once, before training, and kept in memory only (not in the teacher-output cache): about
+    ``texts * len(layers) * L^2 * 2`` bytes.
+    """
+    dev = _device(device)
+    was_training = _eval(teacher, dev)
+    result: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens.ids[i]))
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            ids, mask = tokens.batch(chunk)
+            maps = attention_maps(teacher, ids.to(dev), mask.to(dev))
+            chosen = torch.stack([maps[j].float().mean(dim=1) for j in layers], dim=1).half().cpu()
+            for row, i in enumerate(chunk):
+                n = len(tokens.ids[i])
+                result[i] = chosen[row, :, :n, :n].clone()
+    finally:
+        teacher.train(was_training)
+    return result
+
+
+def text_attention_loss(
+    student_maps: Sequence[torch.Tensor],
+    teacher_maps: Sequence[torch.Tensor],
+    mask: torch.Tensor,
+    layer_map: Sequence[tuple[int, int]],
+    position: dict[int, int],
+) -> torch.Tensor:
+    """:func:`worker.engine.losses.attention_loss` (MSE) over real tokens only.
+
+    ``student_maps``: the student's maps ``[b, heads, P, P]`` per layer (:func:`attention_maps`);
+    ``teacher_maps``: one ``[m, L, L]`` tensor per example (:func:`teacher_attention_maps`), ``position``
+    mapping a teacher layer to its index in ``m``. Padded queries and keys are zeroed on both sides and the
+    mean is taken over the real ``(query, key)`` pairs only, so padding neither trains nor dilutes the loss.
+    """
+    b, width = mask.shape
+    dev = student_maps[0].device
+    m = teacher_maps[0].shape[0]
+    target = torch.zeros((b, m, width, width), device=dev)
+    for row, maps in enumerate(teacher_maps):
+        n = maps.shape[-1]
+        target[row, :, :n, :n] = maps.to(dev, torch.float32)
+    valid = (mask[:, :, None] * mask[:, None, :]).unsqueeze(1).float()  # [b, 1, P, P]
+    student_attn = [s.float() * valid for s in student_maps]
+    teacher_attn = [target[:, p : p + 1] for p in range(m)]
+    pairs = [(i, position[j]) for i, j in layer_map]
+    mse = attention_loss(student_attn, teacher_attn, pairs, mode="mse")
+    return mse * (valid.numel() / valid.sum().clamp(min=1.0))
+
+
 def distill_text_classifier(
     teacher: TextClassifier | None,
     student: TextClassifier,
@@ -434,6 +530,7 @@ def distill_text_classifier(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.06,
     teacher_logits: torch.Tensor | None = None,
+    losses: Sequence[TextLoss] | None = None,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
 ) -> TextTrainOutcome:
@@ -444,6 +541,11 @@ def distill_text_classifier(
     ``teacher_logits`` to skip the teacher). Metrics per epoch: ``train_loss``, ``kd_loss``, ``ce_loss``
     (with labels), ``val_accuracy``, ``val_loss``, ``val_agreement`` (same top class as the teacher, when
     the teacher is given).
+
+    ``losses`` replaces that default with a weighted sum of :class:`TextLoss` terms (``kd``, ``ce``,
+    ``attention``); each term's mean is reported per epoch as ``<type>_loss``. ``attention`` needs the
+    teacher model (not only cached logits): see :func:`teacher_attention_maps` and
+    :func:`text_attention_loss`.
     """
     began = time.perf_counter()
     _check_texts("train", train_texts)
@@ -469,6 +571,27 @@ def distill_text_classifier(
         )
     ce_weight = (1.0 - alpha) if y_train is not None else 0.0
     kd_weight = alpha if y_train is not None else 1.0
+    if losses is not None:
+        if not losses:
+            raise ValueError("losses: give at least one loss")
+        if y_train is None and any(term.type == "ce" for term in losses):
+            raise ValueError("losses: the ce loss needs train_labels")
+    attention_terms = [term for term in losses or [] if term.type == "attention"]
+    teacher_maps: list[torch.Tensor] = []
+    attention_plans: list[tuple[list[tuple[int, int]], dict[int, int]]] = []
+    if attention_terms:
+        if teacher is None:
+            raise ValueError("attention: the attention loss needs the teacher model, not only its logits")
+        s_layers = int(encoder_of(student).config.num_hidden_layers)
+        t_layers = int(encoder_of(teacher).config.num_hidden_layers)
+        maps_for: list[int] = []
+        for term in attention_terms:
+            pairs = check_layer_map(term.layer_map, s_layers, t_layers)
+            maps_for.extend(j for _, j in pairs if j not in maps_for)
+            attention_plans.append((pairs, {}))
+        position = {j: p for p, j in enumerate(maps_for)}
+        attention_plans = [(pairs, position) for pairs, _ in attention_plans]
+        teacher_maps = teacher_attention_maps(teacher, train_tokens, maps_for, device=dev)
 
     torch.manual_seed(seed)
     student.to(dev)
@@ -491,21 +614,45 @@ def distill_text_classifier(
                 )
             idx = order[start : start + batch_size]
             ids, mask = train_tokens.batch(idx)
-            logits = student(ids.to(dev), mask.to(dev)).float()
-            kd = hinton_kd_loss(logits, teacher_logits[idx].to(dev), temperature)
-            parts = [kd]
-            loss = kd_weight * kd
-            if y_train is not None:
-                ce = F.cross_entropy(logits, y_train[idx].to(dev))
-                loss = loss + ce_weight * ce
-                parts.append(ce)
+            ids, mask = ids.to(dev), mask.to(dev)
+            logits = student(ids, mask).float()
+            target = teacher_logits[idx].to(dev)
+            names: tuple[str, ...]
+            if losses is None:
+                kd = hinton_kd_loss(logits, target, temperature)
+                parts = [kd]
+                loss = kd_weight * kd
+                if y_train is not None:
+                    ce = F.cross_entropy(logits, y_train[idx].to(dev))
+                    loss = loss + ce_weight * ce
+                    parts.append(ce)
+                names = ("kd_loss", "ce_loss")[: len(parts)]
+            else:
+                parts, names = [], ()
+                loss = logits.new_zeros(())
+                student_maps = attention_maps(student, ids, mask) if attention_terms else ()
+                plans = iter(attention_plans)
+                for term in losses:
+                    if term.type == "kd":
+                        value = hinton_kd_loss(logits, target, term.temperature or temperature)
+                    elif term.type == "ce":
+                        assert y_train is not None
+                        value = F.cross_entropy(logits, y_train[idx].to(dev))
+                    else:
+                        pairs, position = next(plans)
+                        value = text_attention_loss(
+                            student_maps, [teacher_maps[int(i)] for i in idx], mask, pairs, position
+                        )
+                    loss = loss + term.weight * value
+                    parts.append(value)
+                    names = (*names, f"{term.type}_loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             step += 1
             values = torch.stack([loss, *parts]).detach().tolist()
-            for key, value in zip(("train_loss", "kd_loss", "ce_loss"), values, strict=False):
+            for key, value in zip(("train_loss", *names), values, strict=True):
                 totals[key] = totals.get(key, 0.0) + value * len(idx)
             cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
         metrics = {key: total / n for key, total in totals.items()}
