@@ -8,8 +8,6 @@ hit and a live teacher pass give the same :class:`TeacherSignals`.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import platform
 import time
 from collections.abc import Callable
@@ -18,7 +16,7 @@ from typing import Any
 
 import torch
 
-from distill.spec import DistillationSpec, EncoderConfig, JobSpec, StoredModelConfig, TrainingSpec
+from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.auto import AutoChoice, choose
 from worker.engine.evaluate import summarize
 from worker.engine.export import (
@@ -35,10 +33,8 @@ from worker.engine.report import build_report, describe_export, render_summary
 from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
 from worker.engine.train import TrainCallbacks, TrainOutcome, pool_inputs, train_model
 from worker.failures import JobFailure
-from worker.inputs import LoadedData, LoadedTeacher, LoadedTextData, LoadedTextTeacher
+from worker.inputs import LoadedData, LoadedTeacher
 from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
-
-log = logging.getLogger(__name__)
 
 Event = Callable[[str, dict[str, Any]], None]
 
@@ -56,33 +52,42 @@ class PipelineOutcome:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-class Pipeline:
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        spec: JobSpec,
-        data: LoadedData,
-        teachers: list[LoadedTeacher],
-        cache: TeacherCache,
-        device: torch.device,
-        progress: TrainCallbacks,
-        quiet: TrainCallbacks,
-        event: Event,
-    ) -> None:
-        self.job_id = job_id
-        self.spec = spec
+@dataclass
+class JobContext:
+    """What every pipeline gets from the runner besides its inputs."""
+
+    job_id: str
+    spec: JobSpec
+    cache: TeacherCache
+    """Teacher outputs, content-addressed under the job's tenant."""
+    device: torch.device
+    progress: TrainCallbacks
+    """Callbacks of the student's training: progress, epoch events, cancellation."""
+    quiet: TrainCallbacks
+    """Callbacks of side runs (auto trials, baseline): cancellation only."""
+    event: Event
+
+
+class BasePipeline:
+    def __init__(self, context: JobContext) -> None:
+        self.job_id = context.job_id
+        self.spec = context.spec
+        self.cache = context.cache
+        self.device = context.device
+        self.progress = context.progress
+        self.quiet = context.quiet
+        self.event = context.event
+
+
+class Pipeline(BasePipeline):
+    """A tabular job: MLP/CNN students distilled from one or more teachers."""
+
+    def __init__(self, context: JobContext, *, data: LoadedData, teachers: list[LoadedTeacher]) -> None:
+        super().__init__(context)
         self.data = data
         self.teachers = teachers
-        self.cache = cache
-        self.device = device
-        self.progress = progress
-        """Callbacks of the student's training: progress, epoch events, cancellation."""
-        self.quiet = quiet
-        """Callbacks of side runs (auto trials, baseline): cancellation only."""
-        self.event = event
         self.config = StoredModelConfig(
-            model=spec.model, input_shape=data.input_shape, num_classes=data.num_classes
+            model=self.spec.model, input_shape=data.input_shape, num_classes=data.num_classes
         )
 
     def run(self, started: float) -> PipelineOutcome:
@@ -139,7 +144,7 @@ class Pipeline:
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         result = {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
-        artifacts["report.json"] = _json_bytes(report)
+        artifacts["report.json"] = json_bytes(report)
         return PipelineOutcome(
             stopped=False, result=result, summary=render_summary(report), artifacts=artifacts
         )
@@ -283,386 +288,10 @@ class Pipeline:
         return name, describe_export(name, blob, checked), blob
 
 
-def _json_bytes(report: dict[str, Any]) -> bytes:
+def json_bytes(report: dict[str, Any]) -> bytes:
     import json
 
     return json.dumps(report, indent=2, sort_keys=True, allow_nan=False).encode()
 
 
 # ------------------------------------------------------------------------------------------------- text
-
-
-def texts_digest(texts: list[str], max_length: int) -> str:
-    """sha256 of the texts in order and the truncation length: the text half of a teacher-cache key."""
-    digest = hashlib.sha256(f"texts/1 max_length={max_length} n={len(texts)}\n".encode())
-    for text in texts:
-        encoded = text.encode()
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
-    return digest.hexdigest()
-
-
-class TextPipeline:
-    """A text job: an encoder student distilled from a text teacher (or, without one, a classifier teacher
-    job: MiniLM + a linear head on the labels), evaluated on held-out texts and saved as a text model.
-
-    Teacher outputs (un-normalised embeddings, or logits) go through the same :class:`TeacherCache`, keyed on
-    the teacher's sha256 (or builtin name) and the digest of the texts.
-    """
-
-    def __init__(
-        self,
-        *,
-        job_id: str,
-        spec: JobSpec,
-        data: LoadedTextData,
-        teacher: LoadedTextTeacher | None,
-        cache: TeacherCache,
-        device: torch.device,
-        progress: TrainCallbacks,
-        quiet: TrainCallbacks,
-        event: Event,
-    ) -> None:
-        if not isinstance(spec.model, EncoderConfig):
-            raise TypeError("a text pipeline needs an encoder model config")
-        self.job_id = job_id
-        self.spec = spec
-        self.model_config: EncoderConfig = spec.model
-        self.data = data
-        self.teacher = teacher
-        self.cache = cache
-        self.device = device
-        self.progress = progress
-        self.quiet = quiet
-        self.event = event
-        self.max_length = spec.model.max_length
-
-    def run(self, started: float) -> PipelineOutcome:
-        from worker.engine.text import save_text_model
-
-        torch.manual_seed(self.spec.training.seed)
-        try:
-            if self.spec.task == "embedding":
-                outcome, student, tokenizer, metrics, cache_info = self._embedding()
-            elif self.teacher is None:
-                outcome, student, tokenizer, metrics, cache_info = self._teacher_job()
-            else:
-                outcome, student, tokenizer, metrics, cache_info = self._classifier()
-        except ValueError as exc:
-            raise JobFailure("invalid_spec", f"model: {exc}") from exc
-        if outcome is None:
-            return PipelineOutcome(stopped=True)
-        teacher_name = self.teacher.name if self.teacher is not None else None
-        blob = save_text_model(
-            student,
-            tokenizer,
-            max_length=self.max_length,
-            classes=None,
-            teacher=teacher_name if teacher_name is not None else "all-minilm-l6-v2",
-            extra={"job_id": self.job_id},
-        )
-        text_model = {
-            "kind": "text",
-            "task": self.spec.task,
-            "num_classes": self.data.num_classes if self.spec.task == "classification" else None,
-            "classes": None,
-            "has_tokenizer": True,
-            "max_length": self.max_length,
-            "hidden_size": int(_encoder(student).config.hidden_size),
-            "layers": int(_encoder(student).config.num_hidden_layers),
-        }
-        report: dict[str, Any] = {
-            "job_id": self.job_id,
-            "name": self.spec.name,
-            "kind": "text",
-            "task": self.spec.task,
-            "spec": self.spec.model_dump(mode="json"),
-            "data": self.data.summary(0 if self.teacher is None else 1),
-            **metrics["report"],
-            "teacher_cache": cache_info,
-            "history": outcome.history,
-            "environment": {
-                "device": str(self.device),
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-            },
-            "duration_seconds": round(time.monotonic() - started, 3),
-        }
-        summary = dict(metrics["result"])
-        if cache_info is not None:
-            summary["teacher_cache_hit"] = cache_info["hit"]
-        result = {**summary, "text_model": text_model}
-        artifacts = {"model.safetensors": blob, "report.json": _json_bytes(report)}
-        return PipelineOutcome(stopped=False, result=result, summary=summary, artifacts=artifacts)
-
-    # -- the three kinds of text job --------------------------------------------------------------------
-
-    def _student(self, teacher: Any) -> Any:
-        from worker.engine.text import build_text_student
-
-        cfg = self.model_config
-        return build_text_student(
-            teacher,
-            layers=cfg.layers,
-            hidden=cfg.hidden,
-            heads=cfg.heads,
-            intermediate=cfg.intermediate,
-            init=cfg.init,
-        )
-
-    def _embedding(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
-        from worker.engine.text import count_text_parameters, encoder_of
-        from worker.engine.text_train import distill_embeddings
-
-        assert self.teacher is not None
-        teacher = encoder_of(self.teacher.model)
-        tokenizer = self.teacher.tokenizer
-        train, val = self.data.train.texts, self.data.validation.texts
-        cached, cache_info = self._cached_outputs("text_embedding", train, val)
-        student = self._student(teacher)
-        t = self.spec.training
-        outcome = distill_embeddings(
-            teacher,
-            student,
-            tokenizer,
-            train,
-            val,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            seed=t.seed,
-            max_length=self.max_length,
-            weight_decay=t.weight_decay,
-            teacher_train=cached[0] if cached else None,
-            teacher_val=cached[1] if cached else None,
-            device=self.device,
-            callbacks=self.progress,
-        )
-        if outcome.stopped:
-            return None, None, None, {}, None
-        self._store_outputs(cache_info, outcome.teacher_train, outcome.teacher_val)
-        cosine = outcome.history[-1]["val_cosine"]
-        t_params, s_params = count_text_parameters(teacher), count_text_parameters(student)
-        t_latency, s_latency = self._latency(teacher, student, tokenizer)
-        speedup = t_latency / s_latency if s_latency > 0 else None
-        result = {
-            "cosine_to_teacher": round(cosine, 6),
-            "parameters": s_params,
-            "teacher_parameters": t_params,
-            "compression_ratio": round(t_params / s_params, 3),
-            "speedup": round(speedup, 3) if speedup is not None else None,
-        }
-        report = {
-            "student": {"val_cosine": cosine, "parameters": s_params, "cpu_latency_seconds": s_latency},
-            "teacher": {
-                "source": self.teacher.field,
-                "name": self.teacher.name,
-                "parameters": t_params,
-                "cpu_latency_seconds": t_latency,
-            },
-            "speedup": speedup,
-        }
-        return outcome, student, tokenizer, {"result": result, "report": report}, cache_info
-
-    def _teacher_job(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
-        """No teacher: MiniLM (or a student of it, per the model config) + a head trained on the labels."""
-        from worker.engine.text import count_text_parameters, load_minilm
-        from worker.engine.text_train import text_logits, train_text_classifier
-
-        minilm, tokenizer = load_minilm()
-        cfg = self.model_config
-        whole = (
-            cfg.layers == minilm.config.num_hidden_layers
-            and cfg.hidden is None
-            and cfg.heads is None
-            and cfg.intermediate is None
-            and cfg.init == "teacher"
-        )
-        encoder = minilm if whole else self._student(minilm)
-        train, val = self.data.train, self.data.validation
-        assert train.y is not None and val.y is not None and self.data.num_classes is not None
-        t = self.spec.training
-        outcome = train_text_classifier(
-            encoder,
-            tokenizer,
-            train.texts,
-            [int(v) for v in train.y],
-            val.texts,
-            [int(v) for v in val.y],
-            num_classes=max(self.data.num_classes, int(val.y.max()) + 1),
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            seed=t.seed,
-            max_length=self.max_length,
-            finetune=not whole,
-            weight_decay=t.weight_decay,
-            device=self.device,
-            callbacks=self.progress,
-        )
-        if outcome.stopped:
-            return None, None, None, {}, None
-        model: Any = outcome.model
-        logits = text_logits(model, tokenizer, val.texts, max_length=self.max_length, device=self.device)
-        accuracy = float((logits.argmax(1).numpy() == val.y).mean())
-        params = count_text_parameters(model)
-        _, latency = self._latency(None, model, tokenizer)
-        result = {"test_accuracy": round(accuracy, 6), "parameters": params}
-        report = {
-            "student": {"test_accuracy": accuracy, "parameters": params, "cpu_latency_seconds": latency},
-            "teacher": None,
-            "base_encoder": "all-minilm-l6-v2"
-            if whole
-            else f"{cfg.layers}-layer student of all-minilm-l6-v2",
-            "finetuned_encoder": not whole,
-        }
-        return outcome, model, tokenizer, {"result": result, "report": report}, None
-
-    def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
-        from worker.engine.text import TextClassifier, count_text_parameters
-        from worker.engine.text_train import TextLoss, distill_text_classifier
-
-        assert self.teacher is not None
-        teacher = self.teacher.model
-        if not isinstance(teacher, TextClassifier):
-            raise JobFailure(
-                "incompatible_teacher",
-                f"{self.teacher.field}: a classification student needs a text classifier",
-            )
-        tokenizer = self.teacher.tokenizer
-        train, val = self.data.train, self.data.validation
-        assert train.y is not None and val.y is not None
-        if int(val.y.max()) >= teacher.num_classes or int(train.y.max()) >= teacher.num_classes:
-            raise JobFailure(
-                "incompatible_teacher",
-                f"{self.teacher.field}: the teacher has {teacher.num_classes} classes; the data has more",
-            )
-        cached, cache_info = self._cached_outputs("text_logits", train.texts, None)
-        student = self._student(teacher)
-        d, t = self.spec.distillation, self.spec.training
-        losses = None
-        if d.losses is not None:
-            # The API lets only kd, ce and attention through for text jobs.
-            losses = [
-                TextLoss(
-                    type=loss.type,  # type: ignore[arg-type]
-                    weight=loss.weight,
-                    temperature=getattr(loss, "temperature", None),
-                    layer_map=getattr(loss, "layer_map", None),
-                )
-                for loss in d.losses
-            ]
-        outcome = distill_text_classifier(
-            teacher,
-            student,
-            tokenizer,
-            train.texts,
-            val.texts,
-            [int(v) for v in val.y],
-            train_labels=[int(v) for v in train.y],
-            temperature=d.temperature if isinstance(d.temperature, float) else 4.0,
-            alpha=d.alpha if isinstance(d.alpha, float) else 0.9,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            seed=t.seed,
-            max_length=self.max_length,
-            weight_decay=t.weight_decay,
-            teacher_logits=cached[0] if cached else None,
-            losses=losses,
-            device=self.device,
-            callbacks=self.progress,
-        )
-        if outcome.stopped:
-            return None, None, None, {}, None
-        self._store_outputs(cache_info, outcome.teacher_train, None)
-        last = outcome.history[-1]
-        assert outcome.teacher_val is not None
-        teacher_accuracy = float((outcome.teacher_val.argmax(1).numpy() == val.y).mean())
-        t_params, s_params = count_text_parameters(teacher), count_text_parameters(student)
-        t_latency, s_latency = self._latency(teacher, student, tokenizer)
-        speedup = t_latency / s_latency if s_latency > 0 else None
-        result = {
-            "test_accuracy": round(last["val_accuracy"], 6),
-            "parameters": s_params,
-            "teacher_test_accuracy": round(teacher_accuracy, 6),
-            "agreement_with_teacher": round(last["val_agreement"], 6),
-            "teacher_parameters": t_params,
-            "compression_ratio": round(t_params / s_params, 3),
-            "speedup": round(speedup, 3) if speedup is not None else None,
-        }
-        report = {
-            "student": {
-                "test_accuracy": last["val_accuracy"],
-                "agreement_with_teacher": last["val_agreement"],
-                "parameters": s_params,
-                "cpu_latency_seconds": s_latency,
-            },
-            "teacher": {
-                "source": self.teacher.field,
-                "name": self.teacher.name,
-                "test_accuracy": teacher_accuracy,
-                "parameters": t_params,
-                "cpu_latency_seconds": t_latency,
-            },
-            "speedup": speedup,
-        }
-        return outcome, student, tokenizer, {"result": result, "report": report}, cache_info
-
-    # -- teacher outputs: the same cache as tabular jobs ------------------------------------------------
-
-    def _cached_outputs(
-        self, capture: str, train: list[str], val: list[str] | None
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor | None] | None, dict[str, Any]]:
-        import safetensors.torch
-
-        assert self.teacher is not None
-        texts = train + (val or [])
-        digest = cache_digest(
-            teacher_sha256=[self.teacher.key],
-            inputs_sha256=texts_digest(texts, self.max_length) + f":{len(train)}",
-            capture=[capture],
-            top_k=None,
-        )
-        info: dict[str, Any] = {"key": digest, "examples": len(texts), "captured": [capture]}
-        blob = self.cache.get(digest)
-        if blob is not None:
-            try:
-                tensors = safetensors.torch.load(blob)
-                cached = (tensors["train"], tensors.get("val"))
-            except Exception:  # a damaged entry is recomputed
-                log.warning("teacher cache entry %s unreadable; recomputing", digest)
-            else:
-                self.event("teacher outputs reused from the cache: the teacher did not run", info)
-                return cached, {**info, "hit": True}
-        return None, {**info, "hit": False}
-
-    def _store_outputs(
-        self, info: dict[str, Any] | None, train: torch.Tensor | None, val: torch.Tensor | None
-    ) -> None:
-        import safetensors.torch
-
-        if info is None or info.get("hit") or train is None:
-            return
-        tensors = {"train": train.contiguous()}
-        if val is not None:
-            tensors["val"] = val.contiguous()
-        self.cache.put(info["key"], safetensors.torch.save(tensors))
-        self.event("teacher outputs computed once and cached", info)
-
-    def _latency(self, teacher: Any, student: Any, tokenizer: Any) -> tuple[float, float]:
-        """Median CPU seconds of one forward pass over a batch (teacher's, student's; 0.0 without one)."""
-        from worker.engine.text_train import measure_latency
-
-        texts = self.data.validation.texts
-        batch = min(32, self.spec.training.batch_size)
-        kwargs = {"batch_size": batch, "max_length": self.max_length, "repeats": 5, "warmup": 1}
-        t = measure_latency(teacher, tokenizer, texts, **kwargs) if teacher is not None else 0.0
-        s = measure_latency(student, tokenizer, texts, **kwargs)
-        return t, s
-
-
-def _encoder(model: Any) -> Any:
-    from worker.engine.text import encoder_of
-
-    return encoder_of(model)

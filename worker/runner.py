@@ -34,8 +34,9 @@ from distill.tables import Artifact, Job
 from worker.engine.device import resolve_device
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
-from worker.pipeline import Pipeline, TextPipeline
+from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
+from worker.text_pipeline import TextPipeline
 
 log = logging.getLogger(__name__)
 
@@ -133,24 +134,24 @@ class Runner:
         self, job: Job, spec: JobSpec, device: torch.device, loader: InputLoader
     ) -> Pipeline | TextPipeline:
         """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
-        common: dict[str, Any] = {
-            "job_id": job.id,
-            "spec": spec,
-            "cache": TeacherCache(self.store, job.tenant_id),
-            "device": device,
-            "progress": _Callbacks(self, job.id),
-            "quiet": _Callbacks(self, job.id, report=False),
-            "event": lambda message, data: self._write(job.id, event=(message, data)),
-        }
+        context = JobContext(
+            job_id=job.id,
+            spec=spec,
+            cache=TeacherCache(self.store, job.tenant_id),
+            device=device,
+            progress=_Callbacks(self, job.id),
+            quiet=_Callbacks(self, job.id, report=False),
+            event=lambda message, data: self._write(job.id, event=(message, data)),
+        )
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
             teacher = loader.text_teacher(spec)
             self._write(job.id, event=("data loaded", text.summary(0 if teacher is None else 1)))
-            return TextPipeline(data=text, teacher=teacher, **common)
+            return TextPipeline(context, data=text, teacher=teacher)
         data = loader.data(spec)
         teachers = loader.teachers(spec, data)
         self._write(job.id, event=("data loaded", data.summary(len(teachers))))
-        return Pipeline(data=data, teachers=teachers, **common)
+        return Pipeline(context, data=data, teachers=teachers)
 
     # -- writes (lease-guarded) ---------------------------------------------------------------------
 
