@@ -489,6 +489,8 @@ def main(
 ) -> None:
     """Run the service locally and distil a CNN teacher into a small MLP on MNIST-1D, end to end."""
     console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and fold the table
+        console = Console(width=120)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (and a closed terminal) stop the demo server like Ctrl-C does.
         for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
