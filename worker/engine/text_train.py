@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worker.engine.evaluate import eval_mode
 from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
@@ -80,12 +81,6 @@ def _run_batched(
     return result
 
 
-def _eval(model: nn.Module, device: torch.device) -> bool:
-    was_training = model.training
-    model.to(device).eval()
-    return was_training
-
-
 def encode_texts(
     model: TextEncoder,
     tokenizer: Tokenizer,
@@ -98,12 +93,9 @@ def encode_texts(
 ) -> torch.Tensor:
     """Sentence embeddings ``[n, d]`` (CPU float32); ``normalize=False``: before L2 normalisation."""
     dev = _device(device)
-    was_training = _eval(model, dev)
-    try:
+    with eval_mode(model.to(dev)):
         fn = model.forward if normalize else model.pooled
         return _run_batched(fn, tokenize(tokenizer, texts, max_length), dev, batch_size)
-    finally:
-        model.train(was_training)
 
 
 def text_logits(
@@ -117,11 +109,8 @@ def text_logits(
 ) -> torch.Tensor:
     """Logits ``[n, classes]`` (CPU float32)."""
     dev = _device(device)
-    was_training = _eval(model, dev)
-    try:
+    with eval_mode(model.to(dev)):
         return _run_batched(model, tokenize(tokenizer, texts, max_length), dev, batch_size)
-    finally:
-        model.train(was_training)
 
 
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -245,12 +234,11 @@ def distill_embeddings(
     if teacher_train is None or teacher_val is None:
         if teacher is None:
             raise ValueError("pass a teacher, or both teacher_train and teacher_val")
-        was_training = _eval(teacher, dev)
-        if teacher_train is None:
-            teacher_train = _run_batched(teacher.pooled, train_tokens, dev, 64)
-        if teacher_val is None:
-            teacher_val = _run_batched(teacher.pooled, val_tokens, dev, 64)
-        teacher.train(was_training)
+        with eval_mode(teacher.to(dev)):
+            if teacher_train is None:
+                teacher_train = _run_batched(teacher.pooled, train_tokens, dev, 64)
+            if teacher_val is None:
+                teacher_val = _run_batched(teacher.pooled, val_tokens, dev, 64)
     if len(teacher_train) != len(train_texts) or len(teacher_val) != len(val_texts):
         raise ValueError("cached teacher outputs do not match the number of texts")
     if teacher_train.shape[1] != student.output_dim:
@@ -465,10 +453,9 @@ def teacher_attention_maps(
     ``texts * len(layers) * L^2 * 2`` bytes.
     """
     dev = _device(device)
-    was_training = _eval(teacher, dev)
     result: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
     order = sorted(range(len(tokens)), key=lambda i: len(tokens.ids[i]))
-    try:
+    with eval_mode(teacher.to(dev)):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             ids, mask = tokens.batch(chunk)
@@ -477,8 +464,6 @@ def teacher_attention_maps(
             for row, i in enumerate(chunk):
                 n = len(tokens.ids[i])
                 result[i] = chosen[row, :, :n, :n].clone()
-    finally:
-        teacher.train(was_training)
     return result
 
 
@@ -558,11 +543,10 @@ def distill_text_classifier(
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     teacher_val = None
     if teacher is not None:
-        was_training = _eval(teacher, dev)
-        if teacher_logits is None:
-            teacher_logits = _run_batched(teacher, train_tokens, dev, 64)
-        teacher_val = _run_batched(teacher, val_tokens, dev, 64)
-        teacher.train(was_training)
+        with eval_mode(teacher.to(dev)):
+            if teacher_logits is None:
+                teacher_logits = _run_batched(teacher, train_tokens, dev, 64)
+            teacher_val = _run_batched(teacher, val_tokens, dev, 64)
     if teacher_logits is None:
         raise ValueError("pass a teacher or its cached teacher_logits")
     if teacher_logits.shape != (len(train_texts), k):
