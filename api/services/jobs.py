@@ -37,18 +37,23 @@ from distill.tables import Artifact, File, Job, JobEvent, Tenant
 log = logging.getLogger(__name__)
 
 
+def _usable_file(session: Session, tenant: Tenant, file_id: str, purpose: str, field: str) -> File:
+    """The caller's file ``file_id`` uploaded for ``purpose``, or 422 on ``{field}.file`` saying why not."""
+    row = find_owned(session, File, file_id, tenant)
+    if row is None:
+        raise Invalid(f"{field}.file: no file {file_id!r}", field=f"{field}.file")
+    if row.purpose != purpose:
+        raise Invalid(
+            f"{field}.file: {file_id} is a {row.purpose}, not a {purpose} (upload it with purpose={purpose})",
+            field=f"{field}.file",
+        )
+    return row
+
+
 def _data_info(session: Session, tenant: Tenant, ref: DataRef, field: str) -> DatasetInfo:
     if isinstance(ref, BuiltinData):
         return BUILTIN_INFO[ref.builtin]
-    row = find_owned(session, File, ref.file, tenant)
-    if row is None:
-        raise Invalid(f"{field}.file: no file {ref.file!r}", field=f"{field}.file")
-    if row.purpose != "dataset":
-        raise Invalid(
-            f"{field}.file: {ref.file} is a {row.purpose}, not a dataset (upload it with purpose=dataset)",
-            field=f"{field}.file",
-        )
-    return DatasetInfo.from_meta(row.meta)
+    return DatasetInfo.from_meta(_usable_file(session, tenant, ref.file, "dataset", field).meta)
 
 
 def _teacher_config(session: Session, tenant: Tenant, teacher: TeacherRef, field: str) -> StoredModelConfig:
@@ -87,14 +92,7 @@ def _teacher_model(
         if "text_model" in job.result:
             return TextModelInfo.from_meta(job.result["text_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
-    row = find_owned(session, File, teacher.file, tenant)
-    if row is None:
-        raise Invalid(f"{field}.file: no file {teacher.file!r}", field=f"{field}.file")
-    if row.purpose != "model":
-        raise Invalid(
-            f"{field}.file: {teacher.file} is a {row.purpose}, not a model (upload it with purpose=model)",
-            field=f"{field}.file",
-        )
+    row = _usable_file(session, tenant, teacher.file, "model", field)
     if row.meta.get("kind") == "text":
         return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])
