@@ -7,7 +7,7 @@ import hashlib
 import logging
 import platform
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -18,6 +18,10 @@ from worker.pipeline import BasePipeline, JobContext, PipelineOutcome, json_byte
 from worker.teacher_cache import cache_digest
 
 log = logging.getLogger(__name__)
+
+
+BASELINE_RESULT_KEYS = ("baseline_test_accuracy", "gain_over_baseline", "gap_recovered")
+"""The flat ``result`` keys of a baseline, named as in tabular jobs (:func:`render_summary`)."""
 
 
 def texts_digest(texts: list[str], max_length: int) -> str:
@@ -50,6 +54,7 @@ class TextPipeline(BasePipeline):
         self.max_length = self.spec.model.max_length
 
     def run(self, started: float) -> PipelineOutcome:
+        from worker.engine.report import build_report, describe_export, render_summary
         from worker.engine.text import save_text_model
 
         torch.manual_seed(self.spec.training.seed)
@@ -83,15 +88,27 @@ class TextPipeline(BasePipeline):
             "hidden_size": int(_encoder(student).config.hidden_size),
             "layers": int(_encoder(student).config.num_hidden_layers),
         }
-        report: dict[str, Any] = {
+        artifacts = {"model.safetensors": blob}
+        exports = {"safetensors": describe_export("model.safetensors", blob)}
+        sections = dict(metrics["report"])
+        # The same sections as a tabular job's report (student, teacher, baseline, comparison, exports,
+        # teacher_cache), then what only text jobs say (speedup, base_encoder...).
+        report: dict[str, Any] = build_report(
+            student=sections.pop("student"),
+            teacher=sections.pop("teacher"),
+            baseline=metrics.get("baseline"),
+            exports=exports,
+            cache=cache_info,
+            chosen=None,
+        )
+        report |= sections
+        report |= {
             "job_id": self.job_id,
             "name": self.spec.name,
             "kind": "text",
             "task": self.spec.task,
             "spec": self.spec.model_dump(mode="json"),
             "data": self.data.summary(0 if self.teacher is None else 1),
-            **metrics["report"],
-            "teacher_cache": cache_info,
             "history": outcome.history,
             "environment": {
                 "device": str(self.device),
@@ -101,15 +118,19 @@ class TextPipeline(BasePipeline):
             "duration_seconds": round(time.monotonic() - started, 3),
         }
         summary = dict(metrics["result"])
+        flat = render_summary(report)
+        for key in BASELINE_RESULT_KEYS:
+            if key in flat:
+                summary[key] = flat[key]
         if cache_info is not None:
             summary["teacher_cache_hit"] = cache_info["hit"]
         result = {**summary, "text_model": text_model}
-        artifacts = {"model.safetensors": blob, "report.json": json_bytes(report)}
+        artifacts["report.json"] = json_bytes(report)
         return PipelineOutcome(stopped=False, result=result, summary=summary, artifacts=artifacts)
 
     # -- the three kinds of text job --------------------------------------------------------------------
 
-    def _student(self, teacher: Any) -> Any:
+    def _student(self, teacher: Any, *, init: Literal["teacher", "random"] | None = None) -> Any:
         from worker.engine.text import build_text_student
 
         cfg = self.model_config
@@ -119,7 +140,7 @@ class TextPipeline(BasePipeline):
             hidden=cfg.hidden,
             heads=cfg.heads,
             intermediate=cfg.intermediate,
-            init=cfg.init,
+            init=init or cfg.init,
         )
 
     def _embedding(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
@@ -165,12 +186,18 @@ class TextPipeline(BasePipeline):
             "speedup": round(speedup, 3) if speedup is not None else None,
         }
         report = {
-            "student": {"val_cosine": cosine, "parameters": s_params, "cpu_latency_seconds": s_latency},
+            "student": {
+                "val_cosine": cosine,
+                "parameters": s_params,
+                "cpu_latency_seconds": s_latency,
+                "cpu_latency_ms": 1000 * s_latency,
+            },
             "teacher": {
                 "source": self.teacher.field,
                 "name": self.teacher.name,
                 "parameters": t_params,
                 "cpu_latency_seconds": t_latency,
+                "cpu_latency_ms": 1000 * t_latency,
             },
             "speedup": speedup,
         }
@@ -221,7 +248,12 @@ class TextPipeline(BasePipeline):
         _, latency = self._latency(None, model, tokenizer)
         result = {"test_accuracy": round(accuracy, 6), "parameters": params}
         report = {
-            "student": {"test_accuracy": accuracy, "parameters": params, "cpu_latency_seconds": latency},
+            "student": {
+                "test_accuracy": accuracy,
+                "parameters": params,
+                "cpu_latency_seconds": latency,
+                "cpu_latency_ms": 1000 * latency,
+            },
             "teacher": None,
             "base_encoder": "all-minilm-l6-v2"
             if whole
@@ -288,6 +320,12 @@ class TextPipeline(BasePipeline):
         if outcome.stopped:
             return None, None, None, {}, None
         self._store_outputs(cache_info, outcome.teacher_train, None)
+        baseline = None
+        if self.spec.baseline:
+            assert outcome.teacher_val is not None
+            baseline = self._baseline(teacher, tokenizer, outcome.teacher_val)
+            if baseline is None:
+                return None, None, None, {}, None
         last = outcome.history[-1]
         assert outcome.teacher_val is not None
         teacher_accuracy = float((outcome.teacher_val.argmax(1).numpy() == val.y).mean())
@@ -309,6 +347,7 @@ class TextPipeline(BasePipeline):
                 "agreement_with_teacher": last["val_agreement"],
                 "parameters": s_params,
                 "cpu_latency_seconds": s_latency,
+                "cpu_latency_ms": 1000 * s_latency,
             },
             "teacher": {
                 "source": self.teacher.field,
@@ -316,10 +355,59 @@ class TextPipeline(BasePipeline):
                 "test_accuracy": teacher_accuracy,
                 "parameters": t_params,
                 "cpu_latency_seconds": t_latency,
+                "cpu_latency_ms": 1000 * t_latency,
             },
             "speedup": speedup,
         }
-        return outcome, student, tokenizer, {"result": result, "report": report}, cache_info
+        metrics = {"result": result, "report": report, "baseline": baseline}
+        return outcome, student, tokenizer, metrics, cache_info
+
+    def _baseline(self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor) -> dict[str, Any] | None:
+        """The same student architecture, freshly initialised from the same seed, trained on the labels alone
+        with the same settings (None: cancelled). With ``init: "random"`` it starts from the very weights
+        the distilled student started from."""
+        from worker.engine.text import count_text_parameters
+        from worker.engine.text_train import text_logits, train_text_baseline
+
+        self.event("training the baseline: the same student from scratch, on labels only", {})
+        t = self.spec.training
+        torch.manual_seed(t.seed)
+        scratch = self._student(teacher, init="random")
+        train, val = self.data.train, self.data.validation
+        assert train.y is not None and val.y is not None
+        outcome = train_text_baseline(
+            scratch,
+            tokenizer,
+            train.texts,
+            [int(v) for v in train.y],
+            val.texts,
+            [int(v) for v in val.y],
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.learning_rate,
+            seed=t.seed,
+            max_length=self.max_length,
+            weight_decay=t.weight_decay,
+            device=self.device,
+            callbacks=self.quiet,
+        )
+        if outcome.stopped:
+            return None
+        logits = text_logits(scratch, tokenizer, val.texts, max_length=self.max_length, device=self.device)
+        agreement = float((logits.argmax(1) == teacher_val.argmax(1)).float().mean())
+        last = outcome.history[-1]
+        self.event(
+            f"baseline trained: test accuracy {last['val_accuracy']:.4f}",
+            {"test_accuracy": last["val_accuracy"], "agreement_with_teacher": agreement},
+        )
+        return {
+            "test_accuracy": last["val_accuracy"],
+            "agreement_with_teacher": agreement,
+            "val_loss": last["val_loss"],
+            "parameters": count_text_parameters(scratch),
+            "init": "random",
+            "epochs": len(outcome.history),
+        }
 
     # -- teacher outputs: the same cache as tabular jobs ------------------------------------------------
 

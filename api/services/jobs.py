@@ -234,12 +234,23 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
         ("data.augment", spec.data.augment is not None, "augmentation"),
         ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
         ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
-        ("baseline", spec.baseline, "a from-scratch baseline"),
         ("export", bool(spec.export), "ONNX/TorchScript exports"),
     ]
     for name, present, what in unsupported:
         if present:
             raise Invalid(f"{name}: text jobs do not support {what} yet; drop {name}", field=name)
+    if spec.baseline and spec.task == "embedding":
+        raise Invalid(
+            "baseline: an embedding job has no labels to train a from-scratch baseline on (its student "
+            "learns only the teacher's embeddings, and its metric is the cosine to them); drop baseline",
+            field="baseline",
+        )
+    if spec.baseline and not spec.teachers:
+        raise Invalid(
+            "baseline: a job without a teacher already trains on the labels alone; a baseline is what a "
+            "distilled student is compared with: add a text classifier `teacher` or drop baseline",
+            field="baseline",
+        )
     _check_text_loss_types(spec)
     if (
         spec.model.hidden is not None

@@ -330,6 +330,12 @@ def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
         },
         {"data": {"train": {"file": labeled}}, "model": {"arch": "encoder", "layers": 6}},
         {"data": {"train": {"file": labeled}}, "model": encoder, "teacher": {"file": classifier}},
+        {
+            "data": {"train": {"file": labeled}},
+            "model": encoder,
+            "teacher": {"file": classifier},
+            "baseline": True,
+        },
     ]
     for spec in accepted:
         response = client.post("/v1/jobs", headers=acme, json=spec)
@@ -396,8 +402,9 @@ def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
                 "baseline": True,
             },
             "baseline",
-            "text jobs",
+            "no labels",
         ),
+        ({"data": {"train": text}, "model": enc, "baseline": True}, "baseline", "without a teacher"),
         ({"data": {"train": digits}, "teacher": MINILM_TEACHER}, "teacher.builtin", "encoder"),
         ({"data": {"train": digits}, "teacher": {"file": embedder}}, "teacher.file", "text model"),
         ({"data": {"train": digits}, "task": "embedding"}, "task", "text"),

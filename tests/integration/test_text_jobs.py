@@ -70,9 +70,12 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
     assert "teacher outputs reused from the cache: the teacher did not run" in messages
 
 
-def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
+@pytest.fixture(scope="module")
+def sentiment(acme, tmp_path_factory) -> tuple[str, dict]:
+    """A labeled review set and a text classifier teacher job trained on it (MiniLM frozen + a head)."""
     texts, labels = sentiment_examples(200, seed=2)
-    data = acme.upload_file(write_jsonl(tmp_path / "reviews.jsonl", texts, labels))
+    path = write_jsonl(tmp_path_factory.mktemp("sentiment") / "reviews.jsonl", texts, labels)
+    data = acme.upload_file(path)
     teacher = run(
         acme,
         {
@@ -81,11 +84,16 @@ def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
             "training": {"epochs": 10, "batch_size": 16, "learning_rate": 0.01},
         },
     )
+    return data["id"], teacher
+
+
+def test_text_classifier_teacher_job_then_a_distilled_student(acme, sentiment, tmp_path):
+    data_id, teacher = sentiment
     assert teacher["result"]["test_accuracy"] >= 0.7, teacher["result"]
     student = run(
         acme,
         {
-            "data": {"train": {"file": data["id"]}},
+            "data": {"train": {"file": data_id}},
             "model": STUDENT,
             "teacher": {"job": teacher["id"]},
             "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
@@ -103,7 +111,7 @@ def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
     attention = run(
         acme,
         {
-            "data": {"train": {"file": data["id"]}},
+            "data": {"train": {"file": data_id}},
             "model": STUDENT,
             "teacher": {"job": teacher["id"]},
             "distillation": {"losses": [{"type": "kd", "weight": 0.7}, {"type": "attention", "weight": 0.3}]},
@@ -113,3 +121,38 @@ def test_text_classifier_teacher_job_then_a_distilled_student(acme, tmp_path):
     epochs = [e for e in acme.iter_events(attention["id"]) if e["message"].startswith("epoch ")]
     assert epochs and "attention_loss" in epochs[-1]["data"] and "kd_loss" in epochs[-1]["data"], epochs
     assert epochs[-1]["data"]["attention_loss"] > 0
+
+
+def test_text_student_with_a_baseline(acme, sentiment, tmp_path):
+    data_id, teacher = sentiment
+    job = run(
+        acme,
+        {
+            "data": {"train": {"file": data_id}},
+            "model": STUDENT,
+            "teacher": {"job": teacher["id"]},
+            "baseline": True,
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
+        },
+    )
+    result = job["result"]
+    report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path / "r.json").read_text())
+    # The baseline: the same 1-layer student from random weights, on the labels alone; compared as in
+    # tabular jobs (points gained, share of the teacher-baseline gap recovered).
+    baseline = report["baseline"]
+    assert baseline["init"] == "random" and baseline["parameters"] == result["parameters"]
+    assert "from scratch" in baseline["description"]
+    assert result["baseline_test_accuracy"] == pytest.approx(baseline["test_accuracy"])
+    gain = 100 * (result["test_accuracy"] - result["baseline_test_accuracy"])
+    assert result["gain_over_baseline"] == pytest.approx(gain, abs=1e-3)
+    comparison = report["comparison"]
+    assert comparison["gain_over_baseline_points"] == pytest.approx(gain, abs=1e-3)
+    gap = result["teacher_test_accuracy"] - result["baseline_test_accuracy"]
+    if gap > 0:
+        assert result["gap_recovered"] == pytest.approx(gain / 100 / gap, abs=1e-3)
+    assert comparison["baseline_agreement_with_teacher"] is not None
+    assert comparison["speedup"] > 1 and comparison["compression_ratio"] > 1
+    messages = [e["message"] for e in acme.iter_events(job["id"])]
+    assert "training the baseline: the same student from scratch, on labels only" in messages
+    accuracies = (result["test_accuracy"], result["baseline_test_accuracy"], result["teacher_test_accuracy"])
+    print("text accuracy: distilled {:.3f}, baseline {:.3f}, teacher {:.3f}".format(*accuracies))

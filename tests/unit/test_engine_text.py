@@ -36,6 +36,7 @@ from worker.engine.text_train import (
     teacher_attention_maps,
     text_attention_loss,
     text_logits,
+    train_text_baseline,
     train_text_classifier,
 )
 
@@ -362,4 +363,29 @@ def test_attention_transfer_masks_padding_and_trains_with_kd(minilm: MiniLM) -> 
             texts[16:],
             labels[16:],
             losses=[TextLoss("attention", layer_map=[(3, 0)])],
+        )
+
+
+def test_baseline_trains_on_labels_alone_without_a_teacher(minilm: MiniLM) -> None:
+    teacher_encoder, tokenizer = minilm
+    texts, labels = sentiment_examples(48, seed=4)
+    torch.manual_seed(0)
+    shape = TextClassifier(_tiny_student(teacher_encoder), 2)
+    torch.manual_seed(7)
+    scratch = build_text_student(shape, layers=1, hidden=32, heads=2, init="random")
+    torch.manual_seed(7)
+    same = build_text_student(shape, layers=1, hidden=32, heads=2, init="random")
+    assert all(torch.equal(a, b) for a, b in zip(scratch.parameters(), same.parameters(), strict=True))
+    out = train_text_baseline(
+        scratch, tokenizer, texts[:32], labels[:32], texts[32:], labels[32:], epochs=2, batch_size=8, lr=1e-3
+    )
+    assert not out.stopped and out.teacher_train is None and out.teacher_val is None
+    last = out.history[-1]
+    assert {"train_loss", "ce_loss", "val_accuracy", "val_loss"} <= last.keys()
+    assert "kd_loss" not in last and "val_agreement" not in last
+    assert last["train_loss"] == pytest.approx(last["ce_loss"])
+    assert not all(torch.equal(a, b) for a, b in zip(scratch.parameters(), same.parameters(), strict=True))
+    with pytest.raises(ValueError, match="teacher_logits"):  # kd still needs the teacher's logits
+        distill_text_classifier(
+            None, same, tokenizer, texts[:32], texts[32:], labels[32:], train_labels=labels[:32]
         )

@@ -15,7 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -530,7 +530,8 @@ def distill_text_classifier(
     ``losses`` replaces that default with a weighted sum of :class:`TextLoss` terms (``kd``, ``ce``,
     ``attention``); each term's mean is reported per epoch as ``<type>_loss``. ``attention`` needs the
     teacher model (not only cached logits): see :func:`teacher_attention_maps` and
-    :func:`text_attention_loss`.
+    :func:`text_attention_loss`. With ``ce`` terms only, neither a teacher nor its logits is needed: that
+    trains on the labels alone (a from-scratch baseline, :func:`train_text_baseline`).
     """
     began = time.perf_counter()
     _check_texts("train", train_texts)
@@ -542,14 +543,15 @@ def distill_text_classifier(
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     teacher_val = None
+    labels_only = losses is not None and bool(losses) and all(term.type == "ce" for term in losses)
     if teacher is not None:
         with eval_mode(teacher.to(dev)):
             if teacher_logits is None:
                 teacher_logits = _run_batched(teacher, train_tokens, dev, 64)
             teacher_val = _run_batched(teacher, val_tokens, dev, 64)
-    if teacher_logits is None:
+    if teacher_logits is None and not labels_only:
         raise ValueError("pass a teacher or its cached teacher_logits")
-    if teacher_logits.shape != (len(train_texts), k):
+    if teacher_logits is not None and teacher_logits.shape != (len(train_texts), k):
         raise ValueError(
             f"teacher logits have shape {list(teacher_logits.shape)}, expected [{len(train_texts)}, {k}]"
         )
@@ -600,9 +602,10 @@ def distill_text_classifier(
             ids, mask = train_tokens.batch(idx)
             ids, mask = ids.to(dev), mask.to(dev)
             logits = student(ids, mask).float()
-            target = teacher_logits[idx].to(dev)
+            target = teacher_logits[idx].to(dev) if teacher_logits is not None else None
             names: tuple[str, ...]
             if losses is None:
+                assert target is not None
                 kd = hinton_kd_loss(logits, target, temperature)
                 parts = [kd]
                 loss = kd_weight * kd
@@ -618,6 +621,7 @@ def distill_text_classifier(
                 plans = iter(attention_plans)
                 for term in losses:
                     if term.type == "kd":
+                        assert target is not None
                         value = hinton_kd_loss(logits, target, term.temperature or temperature)
                     elif term.type == "ce":
                         assert y_train is not None
@@ -650,3 +654,29 @@ def distill_text_classifier(
         cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
     student.eval()
     return TextTrainOutcome(student, False, history, teacher_logits, teacher_val, time.perf_counter() - began)
+
+
+def train_text_baseline(
+    student: TextClassifier,
+    tokenizer: Tokenizer,
+    train_texts: Sequence[str],
+    train_labels: Sequence[int],
+    val_texts: Sequence[str],
+    val_labels: Sequence[int],
+    **settings: Any,
+) -> TextTrainOutcome:
+    """Train ``student`` (in place) on the labels alone, no teacher: the from-scratch baseline a distilled
+    student is compared with. ``settings``: those of :func:`distill_text_classifier` (``epochs``,
+    ``batch_size``, ``lr``, ``seed``, ``max_length``, ``weight_decay``, ``warmup_ratio``, ``device``,
+    ``callbacks``), so that both runs differ only in the loss."""
+    return distill_text_classifier(
+        None,
+        student,
+        tokenizer,
+        train_texts,
+        val_texts,
+        val_labels,
+        train_labels=train_labels,
+        losses=[TextLoss(type="ce")],
+        **settings,
+    )
