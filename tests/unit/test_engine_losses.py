@@ -36,7 +36,9 @@ def gen(seed: int) -> torch.Generator:
 
 def test_kl_with_itself_is_zero() -> None:
     logits = torch.randn(8, 5, generator=gen(0))
+    big = 10 * torch.randn(4096, 100, generator=gen(1))  # sums over many rows must not cancel badly
     for t in (0.5, 1.0, 4.0):
+        assert abs(hinton_kd_loss(big, big.clone(), t).item()) < 1e-7
         assert hinton_kd_loss(logits, logits.clone(), t).item() == pytest.approx(0.0, abs=1e-6)
         assert kd_loss(logits, F.softmax(logits / t, dim=1), t).item() == pytest.approx(0.0, abs=1e-6)
 
@@ -235,6 +237,11 @@ def test_masked_cross_entropy() -> None:
     none = masked_cross_entropy(logits, labels, torch.zeros(6, dtype=torch.bool))
     none.backward()
     assert none.item() == 0.0 and logits.grad is not None and torch.isfinite(logits.grad).all()
+    # no mask: every example is labeled
+    expected_all = F.cross_entropy(logits, labels.clamp(max=3))
+    assert masked_cross_entropy(logits, labels.clamp(max=3), None).item() == pytest.approx(
+        expected_all.item()
+    )
 
 
 def test_registry_matches_the_spec() -> None:

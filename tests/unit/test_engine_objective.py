@@ -57,17 +57,35 @@ def test_default_is_alpha_kd_plus_one_minus_alpha_ce() -> None:
     student, teacher = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
     labels = torch.tensor([0, 1, 2, 0, 0])
     mask = torch.tensor([True, True, True, False, False])
-    loss, parts = build(spec())(student, {}, labels, mask, teacher_batch(teacher))
+    objective = build(spec())
+    loss, values = objective(student, {}, labels, mask, teacher_batch(teacher))
+    parts = objective.named(values)
     kd = kd_loss(student, F.softmax(teacher / 3.0, dim=1), 3.0)  # over all 5 examples
     ce = F.cross_entropy(student[:3], labels[:3])  # over the 3 labeled ones
     assert loss.item() == pytest.approx(0.7 * kd.item() + 0.3 * ce.item(), rel=1e-5)
     assert parts == pytest.approx({"loss": loss.item(), "kd_loss": kd.item(), "ce_loss": ce.item()}, rel=1e-5)
 
 
+def test_no_mask_means_every_example_is_labeled() -> None:
+    """The fast path (``labeled_mask=None``, a pool without a transfer set) gives what an all-true mask
+    gives, for the default loss and for DKD (which decouples around the labels then)."""
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    labels, everyone = torch.tensor([0, 1, 2, 3, 1, 0]), torch.ones(6, dtype=torch.bool)
+    for distillation in (spec(), spec({"type": "dkd", "weight": 1.0}, {"type": "ce", "weight": 0.5})):
+        objective = build(distillation)
+        fast, fast_values = objective(student, {}, labels, None, teacher_batch(teacher))
+        masked, masked_values = objective(student, {}, labels, everyone, teacher_batch(teacher))
+        assert fast.item() == pytest.approx(masked.item(), rel=1e-6)
+        assert objective.named(fast_values) == pytest.approx(objective.named(masked_values), rel=1e-6)
+
+
 def test_without_a_teacher_only_cross_entropy() -> None:
     logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
     labels, mask = torch.tensor([0, 1, 2, 0]), torch.tensor([True, True, False, True])
-    loss, parts = build(spec(), has_teacher=False)(logits, {}, labels, mask, None)
+    objective = build(spec(), has_teacher=False)
+    loss, values = objective(logits, {}, labels, mask, None)
+    parts = objective.named(values)
     assert set(parts) == {"loss", "ce_loss"}
     assert loss.item() == pytest.approx(F.cross_entropy(logits[mask], labels[mask]).item(), rel=1e-6)
     build(spec({"type": "ce"}), has_teacher=False)
@@ -89,7 +107,8 @@ def test_weighted_sum_of_several_losses() -> None:
             {"type": "kd", "weight": 1.0},
         )
     )
-    loss, parts = objective(student, {}, labels, mask, teacher_batch(teacher))
+    loss, values = objective(student, {}, labels, mask, teacher_batch(teacher))
+    parts = objective.named(values)
     kd2 = kd_loss(student, F.softmax(teacher / 2.0, dim=1), 2.0).item()
     kd3 = kd_loss(student, F.softmax(teacher / 3.0, dim=1), 3.0).item()
     mse = F.mse_loss(student, teacher).item()
@@ -190,7 +209,8 @@ def test_attention_transfer_from_a_deeper_teacher() -> None:
         with capture:
             logits = student(torch.from_numpy(x)[idx])
         assert capture.outputs["@attention.1"].shape == (16, 1, 5, 5)
-        loss, parts = objective(logits, capture.outputs, torch.zeros(16, dtype=torch.long), no_labels, batch)
+        loss, values = objective(logits, capture.outputs, torch.zeros(16, dtype=torch.long), no_labels, batch)
+        parts = objective.named(values)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

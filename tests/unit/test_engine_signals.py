@@ -155,3 +155,10 @@ def test_precomputed_mixture_equals_the_per_batch_mixture():
     torch.testing.assert_close(ahead.probs(2.5), live)
     expected = 0.75 * torch.softmax(logits[0, idx] / 2.5, -1) + 0.25 * torch.softmax(logits[1, idx] / 2.5, -1)
     torch.testing.assert_close(live, expected)
+    # A training step that reads only the mixture does not copy the logits; one that needs them gets them.
+    lean = signals.batch(idx, logits=False)
+    assert lean.full_logits is None
+    torch.testing.assert_close(lean.probs(2.5), live)
+    torch.testing.assert_close(
+        signals.batch(idx, logits=True).logits, 0.75 * logits[0, idx] + 0.25 * logits[1, idx]
+    )

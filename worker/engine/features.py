@@ -106,6 +106,8 @@ class FeatureCapture:
 
     def __enter__(self) -> FeatureCapture:
         self.outputs.clear()
+        if not self.keys:  # nothing to capture: no hooks, no module walk (this runs every training step)
+            return self
         modules = dict(self._model.named_modules())
         for key, name in self.keys.items():
             self._handles.append(modules[name].register_forward_hook(self._hook(key)))

@@ -92,9 +92,11 @@ class _Term:
 
 
 class Objective:
-    """``objective(student_logits, student_features, labels, labeled_mask, teacher) -> (loss, parts)``.
+    """``objective(student_logits, student_features, labels, labeled_mask, teacher) -> (loss, values)``.
 
-    ``parts`` holds ``loss`` and each term's unweighted value (``kd_loss``, ``ce_loss``, ...).
+    ``values`` is a detached 1-D tensor on the loss's device: the loss, then each term's unweighted value,
+    named by :attr:`keys` (``loss``, ``kd_loss``, ``ce_loss``, ...; :meth:`named` pairs them up). It stays
+    on the device so a training loop can sum it over an epoch without a device sync per step.
     ``student_layers`` / ``teacher_layers`` say what to capture on each side (see
     :mod:`worker.engine.features`).
     """
@@ -114,6 +116,9 @@ class Objective:
         self.student_layers = student_layers
         self.teacher_layers = teacher_layers
         self.needs_teacher = any(not isinstance(term.spec, CELoss) for term in terms)
+        self.needs_teacher_logits = any(isinstance(term.spec, LogitMSELoss) for term in terms)
+        self.keys = ["loss", *(term.key for term in terms)]
+        self._weights: dict[torch.device, torch.Tensor] = {}
 
     @property
     def temperatures(self) -> set[float]:
@@ -137,9 +142,10 @@ class Objective:
         student_logits: torch.Tensor,
         student_features: Mapping[str, torch.Tensor],
         labels: torch.Tensor,
-        labeled_mask: torch.Tensor,
+        labeled_mask: torch.Tensor | None,
         teacher: TeacherBatch | None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``labeled_mask``: which examples have a label (``None``: all of them, the fast path)."""
         if teacher is None and self.needs_teacher:
             raise ValueError("this objective has teacher losses but no teacher signals were given")
         logits = student_logits.float()
@@ -165,7 +171,9 @@ class Objective:
             elif isinstance(spec, DKDLoss):
                 t = self.temperature if spec.temperature is None else spec.temperature
                 probs = teacher_probs(t)
-                target = torch.where(labeled_mask, labels, probs.argmax(dim=1))
+                target = (
+                    labels if labeled_mask is None else torch.where(labeled_mask, labels, probs.argmax(1))
+                )
                 value = dkd_loss(logits, probs, target, spec.alpha, spec.beta, t)
             elif isinstance(spec, HintLoss):
                 assert teacher is not None
@@ -183,12 +191,21 @@ class Objective:
                     term.layer_map,
                 )
             values.append(value)
-        weights = torch.tensor([term.spec.weight for term in self.terms], device=logits.device)
+        if len(values) == 1 and self.terms[0].spec.weight == 1.0:  # e.g. plain training: no extra ops
+            return values[0], values[0].detach().expand(2)
         stacked = torch.stack(values)
-        loss = (weights * stacked).sum()
-        numbers = torch.cat([loss.detach().reshape(1), stacked.detach()]).tolist()  # one device sync
-        keys = ["loss", *(term.key for term in self.terms)]
-        return loss, dict(zip(keys, numbers, strict=True))
+        loss = torch.dot(self._weights_on(logits.device), stacked)
+        return loss, torch.cat([loss.detach().reshape(1), stacked.detach()])
+
+    def named(self, values: torch.Tensor) -> dict[str, float]:
+        """``values`` (one step's, or a sum of them) as ``{key: number}`` (a device sync)."""
+        return dict(zip(self.keys, values.tolist(), strict=True))
+
+    def _weights_on(self, device: torch.device) -> torch.Tensor:
+        if device not in self._weights:
+            weights = [float(term.spec.weight) for term in self.terms]
+            self._weights[device] = torch.tensor(weights, dtype=torch.float32, device=device)
+        return self._weights[device]
 
 
 def build_objective(

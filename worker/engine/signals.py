@@ -109,6 +109,7 @@ class TeacherSignals:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     capture: list[str] = field(default_factory=list)
     _mixed: dict[float, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+    _weight_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.weights or min(self.weights) <= 0:
@@ -147,22 +148,36 @@ class TeacherSignals:
         """Each captured layer's per-example shape."""
         return {name: feature.shape[1:] for name, feature in self.features.items()}
 
-    def batch(self, idx: torch.Tensor, device: torch.device | None = None) -> TeacherBatch:
-        """The signals of examples ``idx`` (pool positions), on ``device`` (default: where they are)."""
+    def batch(
+        self, idx: torch.Tensor, device: torch.device | None = None, *, logits: bool = True
+    ) -> TeacherBatch:
+        """The signals of examples ``idx`` (pool positions), on ``device`` (default: where they are).
+
+        ``logits=False``: the caller reads only :meth:`TeacherBatch.probs` at temperatures given to
+        :meth:`precompute` (and features), so the stored logits are not copied when those mixtures exist.
+        """
 
         def take(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
             return None if t is None else t.index_select(dim, idx).to(device, non_blocking=True)
 
+        mixed = {t: p.index_select(0, idx).to(device, non_blocking=True) for t, p in self._mixed.items()}
+        skip = not logits and bool(mixed)
         return TeacherBatch(
             num_classes=self.num_classes,
-            weights=torch.tensor(self.weights, dtype=torch.float32, device=device),
-            full_logits=take(self.logits, 1),
+            weights=self._weights_on(device),
+            full_logits=None if skip else take(self.logits, 1),
             topk_values=take(self.topk_values, 1),
             topk_indices=take(self.topk_indices, 1),
             tail_mass=take(self.tail_mass, 1),
             features={name: f.index_select(0, idx).to(device) for name, f in self.features.items()},
-            mixed={t: p.index_select(0, idx).to(device, non_blocking=True) for t, p in self._mixed.items()},
+            mixed=mixed,
         )
+
+    def _weights_on(self, device: torch.device | None) -> torch.Tensor:
+        key = str(device)
+        if key not in self._weight_tensors:
+            self._weight_tensors[key] = torch.tensor(self.weights, dtype=torch.float32, device=device)
+        return self._weight_tensors[key]
 
     def precompute(self, temperatures: Iterable[float], batch_size: int = 65536) -> None:
         """Compute the mixture at each temperature for the whole pool once, so training steps only index it.
