@@ -12,7 +12,7 @@ help:
 	@echo "make test      the full check: lint, type check, tests (ARGS='...' goes to pytest)"
 	@echo "make lint      ruff format --check, ruff check, mypy"
 	@echo "make format    ruff format and ruff check --fix"
-	@echo "make bench     run the benchmarks (python -m bench.run)"
+	@echo "make bench     run the benchmarks (python -m bench.run; ARGS='--only speed text')"
 	@echo "make clean     remove caches and build output (distclean: also .venv)"
 
 install:
@@ -39,11 +39,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 bench: install
-	@if [ -f bench/run.py ] || [ -f bench/run/__main__.py ]; then \
-		$(BIN)/python -m bench.run $(ARGS); \
-	else \
-		echo "no bench/run.py yet"; \
-	fi
+	@$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache demo-output

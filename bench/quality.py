@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -364,16 +365,20 @@ def main() -> None:
     started = time.perf_counter()
     names = list(SETUPS) if args.dataset == "all" else [args.dataset]
     outputs: list[str] = []
+    passed_any = False
     for name in names:
         setup = SETUPS[name]
         teacher_acc, teacher_ece, rows = run_dataset(setup, args.seeds, lambda line: print(line, flush=True))
-        verdict, _ = _verdict(teacher_acc, rows)
+        verdict, passed = _verdict(teacher_acc, rows)
+        passed_any = passed_any or passed
         title = f"{name}: {_describe(setup)}"
         table = _format(_cells(teacher_acc, teacher_ece, rows, args.seeds), args.markdown)
         outputs.append(f"{'**' + title + '**' if args.markdown else title}\n\n{table}\n\n{verdict}")
     print()
     print("\n\n".join(outputs))
     print(f"\n({time.perf_counter() - started:.0f} s)")
+    # The bar is "on at least one real dataset": exit 1 when no dataset run here passed it.
+    sys.exit(0 if passed_any else 1)
 
 
 if __name__ == "__main__":
