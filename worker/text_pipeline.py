@@ -55,7 +55,7 @@ class TextPipeline(BasePipeline):
 
     def run(self, started: float) -> PipelineOutcome:
         from worker.engine.report import build_report, describe_export, render_summary
-        from worker.engine.text import save_text_model
+        from worker.engine.text import save_text_model, text_model_metadata
 
         torch.manual_seed(self.spec.training.seed)
         try:
@@ -70,14 +70,13 @@ class TextPipeline(BasePipeline):
         if outcome is None:
             return PipelineOutcome(stopped=True)
         teacher_name = self.teacher.name if self.teacher is not None else None
-        blob = save_text_model(
-            student,
-            tokenizer,
-            max_length=self.max_length,
-            classes=None,
-            teacher=teacher_name if teacher_name is not None else "all-minilm-l6-v2",
-            extra={"job_id": self.job_id},
-        )
+        described: dict[str, Any] = {
+            "max_length": self.max_length,
+            "classes": None,
+            "teacher": teacher_name if teacher_name is not None else "all-minilm-l6-v2",
+            "extra": {"job_id": self.job_id},
+        }
+        blob = save_text_model(student, tokenizer, **described)
         text_model = {
             "kind": "text",
             "task": self.spec.task,
@@ -90,6 +89,13 @@ class TextPipeline(BasePipeline):
         }
         artifacts = {"model.safetensors": blob}
         exports = {"safetensors": describe_export("model.safetensors", blob)}
+        if self.spec.export:
+            metadata = text_model_metadata(student, tokenizer, **described)
+            for fmt in self.spec.export:
+                name, entry, exported = self._export(fmt, student, tokenizer, metadata)
+                exports[fmt] = entry
+                if exported is not None:
+                    artifacts[name] = exported
         sections = dict(metrics["report"])
         # The same sections as a tabular job's report (student, teacher, baseline, comparison, exports,
         # teacher_cache), then what only text jobs say (speedup, base_encoder...).
@@ -408,6 +414,37 @@ class TextPipeline(BasePipeline):
             "init": "random",
             "epochs": len(outcome.history),
         }
+
+    # -- exports ------------------------------------------------------------------------------------------
+
+    def _export(
+        self, fmt: str, model: Any, tokenizer: Any, metadata: dict[str, str]
+    ) -> tuple[str, dict[str, Any], bytes | None]:
+        """Export the student to ``fmt`` and check it against PyTorch on the held-out texts; a failure is
+        reported (event and report entry), and the job goes on without that file."""
+        from worker.engine.export import ExportError
+        from worker.engine.report import describe_export
+        from worker.engine.text_export import TEXT_EXPORTERS
+
+        name, export, check = TEXT_EXPORTERS[fmt]
+        try:
+            blob = export(model, tokenizer, max_length=self.max_length, metadata=metadata)
+            checked = check(blob, model, tokenizer, self.data.validation.texts, max_length=self.max_length)
+        except ExportError as exc:
+            self.event(f"export to {fmt} failed: {exc}", {"format": fmt})
+            return name, {"file": name, "error": str(exc)}, None
+        if "top1_agreement" in checked:
+            how = (
+                f"top class equal on {checked['top1_agreement']:.2%} of test texts, "
+                f"max logit difference {checked['max_abs_logit_diff']:.2e}"
+            )
+        else:
+            how = (
+                f"min cosine to PyTorch {checked['min_cosine']:.6f} on test texts, "
+                f"max difference {checked['max_abs_diff']:.2e}"
+            )
+        self.event(f"exported {name}: {how}", {"format": fmt, **checked})
+        return name, describe_export(name, blob, checked), blob
 
     # -- teacher outputs: the same cache as tabular jobs ------------------------------------------------
 

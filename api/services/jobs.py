@@ -234,7 +234,6 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
         ("data.augment", spec.data.augment is not None, "augmentation"),
         ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
         ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
-        ("export", bool(spec.export), "ONNX/TorchScript exports"),
     ]
     for name, present, what in unsupported:
         if present:

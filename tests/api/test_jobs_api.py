@@ -335,6 +335,14 @@ def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
             "model": encoder,
             "teacher": {"file": classifier},
             "baseline": True,
+            "export": ["onnx", "torchscript"],
+        },
+        {
+            "data": {"train": {"file": unlabeled}},
+            "model": encoder,
+            "teacher": MINILM_TEACHER,
+            "task": "embedding",
+            "export": ["onnx"],
         },
     ]
     for spec in accepted:

@@ -4,10 +4,14 @@ epoch, 32 tokens, a 1-layer student) so that it runs in well under a minute on a
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
+import torch
 
 from client.sdk import Client
 from worker.engine.text import TextClassifier, TextEncoder, load_text_model
@@ -45,6 +49,7 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
         "teacher": MINILM,
         "task": "embedding",
         "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.002},
+        "export": ["onnx"],
     }
     job = run(acme, spec)
     result = job["result"]
@@ -53,7 +58,7 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
     assert result["speedup"] > 1.0
     assert result["teacher_cache_hit"] is False
     names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
-    assert names == {"model.safetensors", "report.json"}
+    assert names == {"model.safetensors", "model.onnx", "report.json"}
     path = acme.download_artifact(job["id"], "model.safetensors", tmp_path / "student.safetensors")
     model, tokenizer, meta = load_text_model(path)
     assert isinstance(model, TextEncoder) and meta.task == "embedding" and meta.max_length == 32
@@ -63,6 +68,9 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
     assert report["student"]["val_cosine"] == pytest.approx(result["cosine_to_teacher"], abs=1e-5)
     assert report["data"]["validation_examples"] == 60 and report["data"]["held_out_validation"] is True
     assert report["teacher"]["cpu_latency_seconds"] > report["student"]["cpu_latency_seconds"]
+    onnx_check = report["exports"]["onnx"]["check"]
+    assert onnx_check["ok"] and onnx_check["examples"] == 60 and onnx_check["min_cosine"] > 0.9999
+    print(f"text embedding onnx: max difference {onnx_check['max_abs_diff']:.2e}")
     # The same teacher on the same texts: its embeddings come from the cache.
     again = run(acme, {**spec, "training": {**spec["training"], "seed": 1}})
     assert again["result"]["teacher_cache_hit"] is True
@@ -123,7 +131,7 @@ def test_text_classifier_teacher_job_then_a_distilled_student(acme, sentiment, t
     assert epochs[-1]["data"]["attention_loss"] > 0
 
 
-def test_text_student_with_a_baseline(acme, sentiment, tmp_path):
+def test_text_student_with_a_baseline_and_exports(acme, sentiment, tmp_path):
     data_id, teacher = sentiment
     job = run(
         acme,
@@ -132,6 +140,7 @@ def test_text_student_with_a_baseline(acme, sentiment, tmp_path):
             "model": STUDENT,
             "teacher": {"job": teacher["id"]},
             "baseline": True,
+            "export": ["onnx", "torchscript"],
             "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
         },
     )
@@ -154,5 +163,22 @@ def test_text_student_with_a_baseline(acme, sentiment, tmp_path):
     assert comparison["speedup"] > 1 and comparison["compression_ratio"] > 1
     messages = [e["message"] for e in acme.iter_events(job["id"])]
     assert "training the baseline: the same student from scratch, on labels only" in messages
+    # Exports: checked against PyTorch on the held-out texts, stored, and described in the report.
+    names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
+    assert names == {"model.safetensors", "model.onnx", "model.torchscript.pt", "report.json"}
+    onnx_check = report["exports"]["onnx"]["check"]
+    assert onnx_check["ok"] and onnx_check["examples"] == 40 and onnx_check["top1_agreement"] == 1.0
+    assert report["exports"]["torchscript"]["check"]["ok"]
+    path = acme.download_artifact(job["id"], "model.onnx", tmp_path / "model.onnx")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == report["exports"]["onnx"]["sha256"]
+    model, tokenizer, _ = load_text_model(
+        acme.download_artifact(job["id"], "model.safetensors", tmp_path / "s.safetensors")
+    )
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    enc = tokenizer(["What a wonderful concert it was."], return_tensors="np")
+    logits = session.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})[0]
+    torch_logits = model(torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"]))
+    assert np.abs(logits - torch_logits.detach().numpy()).max() < 1e-4
+    print(f"text onnx: max logit difference {onnx_check['max_abs_logit_diff']:.2e}")
     accuracies = (result["test_accuracy"], result["baseline_test_accuracy"], result["teacher_test_accuracy"])
     print("text accuracy: distilled {:.3f}, baseline {:.3f}, teacher {:.3f}".format(*accuracies))

@@ -213,7 +213,7 @@ def _reference_logits(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def _compare(
+def compare_logits(
     runtime: str, reference: np.ndarray, exported: np.ndarray, *, atol: float = CHECK_ATOL
 ) -> dict[str, Any]:
     """Agreement of the exported model's logits with PyTorch's.
@@ -274,7 +274,7 @@ def check_onnx(onnx_bytes: bytes, model: nn.Module, x: np.ndarray) -> dict[str, 
         ]
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the ONNX model: {exc}") from exc
-    return _compare(
+    return compare_logits(
         f"onnxruntime {onnxruntime.__version__}", _reference_logits(model, x), np.concatenate(outputs)
     )
 
@@ -301,4 +301,6 @@ def check_torchscript(ts_bytes: bytes, model: nn.Module, x: np.ndarray) -> dict[
         raise ExportError(f"torch.jit cannot load or run the TorchScript model: {exc}") from exc
     if not extra[METADATA_KEY]:
         raise ExportError(f"the TorchScript model has no {METADATA_KEY!r} extra file")
-    return _compare(f"torch.jit {torch.__version__}", _reference_logits(model, x), np.concatenate(outputs))
+    return compare_logits(
+        f"torch.jit {torch.__version__}", _reference_logits(model, x), np.concatenate(outputs)
+    )

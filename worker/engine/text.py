@@ -431,7 +431,7 @@ def _tokenizer_from_files(files: dict[str, str]) -> Tokenizer:
         return AutoTokenizer.from_pretrained(tmp, local_files_only=True)
 
 
-def save_text_model(
+def text_model_metadata(
     model: TextModel,
     tokenizer: Tokenizer,
     *,
@@ -439,8 +439,9 @@ def save_text_model(
     classes: Sequence[str] | None = None,
     teacher: str | None = None,
     extra: dict[str, Any] | None = None,
-) -> bytes:
-    """The ``.safetensors`` bytes of a text model: weights + config + tokenizer in the metadata."""
+) -> dict[str, str]:
+    """What a text model file carries besides its weights (format, :class:`TextModelMeta` JSON, tokenizer
+    files): the ``.safetensors`` metadata, and the same keys in an exported ONNX or TorchScript file."""
     encoder = encoder_of(model)
     num_classes = model.num_classes if isinstance(model, TextClassifier) else None
     if classes is not None and num_classes is not None and len(classes) != num_classes:
@@ -456,15 +457,30 @@ def save_text_model(
         teacher=teacher,
         extra=dict(extra or {}),
     )
-    tensors = {
-        name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()
-    }
-    metadata = {
+    return {
         TEXT_FORMAT_KEY: TEXT_FORMAT_VERSION,
         TEXT_CONFIG_KEY: json.dumps(asdict(meta), separators=(",", ":")),
         TEXT_TOKENIZER_KEY: json.dumps(
             _tokenizer_files(tokenizer), separators=(",", ":"), ensure_ascii=False
         ),
+    }
+
+
+def save_text_model(
+    model: TextModel,
+    tokenizer: Tokenizer,
+    *,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    classes: Sequence[str] | None = None,
+    teacher: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The ``.safetensors`` bytes of a text model: weights + config + tokenizer in the metadata."""
+    metadata = text_model_metadata(
+        model, tokenizer, max_length=max_length, classes=classes, teacher=teacher, extra=extra
+    )
+    tensors = {
+        name: t.detach().to("cpu", torch.float32).contiguous() for name, t in model.state_dict().items()
     }
     return safetensors.torch.save(tensors, metadata=metadata)
 
