@@ -58,6 +58,11 @@ class TeacherBatch:
         """Each teacher's distribution at ``temperature``: ``[teachers, batch, classes]``."""
         if self.full_logits is not None:
             return torch.softmax(self.full_logits / temperature, dim=-1)
+        if self.topk_values is None:
+            raise ValueError(
+                f"no teacher mixture at T={temperature} was precomputed and this batch was taken without "
+                "logits (TeacherSignals.batch(logits=False))"
+            )
         assert self.topk_values is not None and self.topk_indices is not None and self.tail_mass is not None
         n_tail = self.num_classes - self.topk_values.shape[-1]
         tail = self.tail_mass.clamp(0.0, 1.0)
