@@ -70,12 +70,15 @@ class LoadedTextData:
     """``max(label) + 1`` of the training set; None without labels."""
     held_out: bool
     """Whether ``validation`` was split off the training set (no ``data.validation``)."""
+    transfer: TextDataset | None = None
+    """``data.transfer``: more texts for the teacher to label (their own labels, if any, are not used)."""
 
     def summary(self, teachers: int) -> dict[str, Any]:
         return {
             "kind": "text",
             "train_examples": len(self.train),
             "validation_examples": len(self.validation),
+            "transfer_examples": 0 if self.transfer is None else len(self.transfer),
             "held_out_validation": self.held_out,
             "num_classes": self.num_classes,
             "teachers": teachers,
@@ -177,7 +180,12 @@ class InputLoader:
         else:
             train, validation = text_holdout_split(train)
             held_out = True
-        return LoadedTextData(train=train, validation=validation, num_classes=num_classes, held_out=held_out)
+        transfer = None
+        if spec.data.transfer is not None:
+            transfer = self._text_dataset(spec.data.transfer, "data.transfer")
+        return LoadedTextData(
+            train=train, validation=validation, num_classes=num_classes, held_out=held_out, transfer=transfer
+        )
 
     def _text_dataset(self, ref: DataRef, field: str) -> TextDataset:
         if isinstance(ref, BuiltinData):

@@ -156,7 +156,8 @@ class TextPipeline(BasePipeline):
         assert self.teacher is not None
         teacher = encoder_of(self.teacher.model)
         tokenizer = self.teacher.tokenizer
-        train, val = self.data.train.texts, self.data.validation.texts
+        # Transfer texts are simply more texts to match: they join the train texts.
+        train, val = self._pool(), self.data.validation.texts
         cached, cache_info = self._cached_outputs("text_embedding", train, val)
         student = self._student(teacher)
         t = self.spec.training
@@ -287,7 +288,7 @@ class TextPipeline(BasePipeline):
                 "incompatible_teacher",
                 f"{self.teacher.field}: the teacher has {teacher.num_classes} classes; the data has more",
             )
-        cached, cache_info = self._cached_outputs("text_logits", train.texts, None)
+        cached, cache_info = self._cached_outputs("text_logits", self._pool(), None)
         student = self._student(teacher)
         d, t = self.spec.distillation, self.spec.training
         losses = None
@@ -310,6 +311,7 @@ class TextPipeline(BasePipeline):
             val.texts,
             [int(v) for v in val.y],
             train_labels=[int(v) for v in train.y],
+            transfer_texts=self.data.transfer.texts if self.data.transfer is not None else None,
             temperature=d.temperature if isinstance(d.temperature, float) else 4.0,
             alpha=d.alpha if isinstance(d.alpha, float) else 0.9,
             epochs=t.epochs,
@@ -448,9 +450,26 @@ class TextPipeline(BasePipeline):
 
     # -- teacher outputs: the same cache as tabular jobs ------------------------------------------------
 
+    def _pool(self) -> list[str]:
+        """The texts the teacher labels for training: the train texts, then the transfer texts (if any)."""
+        transfer = self.data.transfer
+        if transfer is None:
+            return list(self.data.train.texts)
+        overlap = len(set(transfer.texts) & set(self.data.validation.texts))
+        if overlap:
+            self.event(
+                f"{overlap} transfer texts are also validation texts: the held-out metrics are optimistic",
+                {"overlap": overlap},
+            )
+        return [*self.data.train.texts, *transfer.texts]
+
     def _cached_outputs(
         self, capture: str, train: list[str], val: list[str] | None
     ) -> tuple[tuple[torch.Tensor, torch.Tensor | None] | None, dict[str, Any]]:
+        """Cached teacher outputs for ``train`` (the whole pool: train then transfer texts) and ``val``.
+
+        The key covers every text in order (transfer texts included), the truncation length and where the
+        pool ends, so different transfer sets never share an entry."""
         import safetensors.torch
 
         assert self.teacher is not None
@@ -462,6 +481,8 @@ class TextPipeline(BasePipeline):
             top_k=None,
         )
         info: dict[str, Any] = {"key": digest, "examples": len(texts), "captured": [capture]}
+        if self.data.transfer is not None:
+            info["transfer_examples"] = len(self.data.transfer)
         blob = self.cache.get(digest)
         if blob is not None:
             try:

@@ -230,7 +230,6 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
     """A text job: text data everywhere, one text teacher that fits the task, engine options it supports."""
     assert isinstance(spec.model, EncoderConfig)
     unsupported = [
-        ("data.transfer", spec.data.transfer is not None, "a transfer set"),
         ("data.augment", spec.data.augment is not None, "augmentation"),
         ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
         ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
@@ -279,6 +278,14 @@ def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: Data
                     f"has only {train.num_classes} classes",
                     field="data.validation",
                 )
+    if spec.data.transfer is not None:
+        info = _data_info(session, tenant, spec.data.transfer, "data.transfer")
+        if info.kind != "text":
+            raise Invalid(
+                'data.transfer: a text job needs a text transfer set ({"text": ...} lines), not a '
+                f"{info.kind} dataset",
+                field="data.transfer",
+            )
     teachers = spec.teachers
     if len(teachers) > 1:
         raise Invalid("teacher: a text job takes one teacher", field="teacher")

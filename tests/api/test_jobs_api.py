@@ -338,11 +338,16 @@ def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
             "export": ["onnx", "torchscript"],
         },
         {
-            "data": {"train": {"file": unlabeled}},
+            "data": {"train": {"file": unlabeled}, "transfer": {"file": labeled}},
             "model": encoder,
             "teacher": MINILM_TEACHER,
             "task": "embedding",
             "export": ["onnx"],
+        },
+        {
+            "data": {"train": {"file": labeled}, "transfer": {"file": unlabeled}},
+            "model": encoder,
+            "teacher": {"file": classifier},
         },
     ]
     for spec in accepted:
@@ -368,6 +373,7 @@ def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
     bare = upload(client, acme, "b.safetensors", text_model_bytes(2, tokenizer=False), "model").json()["id"]
     three = upload(client, acme, "c3.safetensors", text_model_bytes(3), "model").json()["id"]
     embedder = upload(client, acme, "e.safetensors", text_model_bytes(None), "model").json()["id"]
+    two = upload(client, acme, "c2.safetensors", text_model_bytes(2), "model").json()["id"]
     tabular = upload(client, acme, "m.safetensors", model_bytes([8, 8]), "model").json()["id"]
     text, plain = {"file": labeled}, {"file": unlabeled}
     enc = {"arch": "encoder", "layers": 1}
@@ -413,6 +419,27 @@ def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
             "no labels",
         ),
         ({"data": {"train": text}, "model": enc, "baseline": True}, "baseline", "without a teacher"),
+        (
+            {"data": {"train": text, "transfer": digits}, "model": enc, "teacher": {"file": two}},
+            "data.transfer",
+            "text transfer set",
+        ),
+        ({"data": {"train": text, "transfer": plain}, "model": enc}, "data.transfer", "with a teacher"),
+        (
+            {"data": {"train": text, "augment": {"copies": 2}}, "model": enc, "teacher": {"file": two}},
+            "data.augment",
+            "text jobs do not support",
+        ),
+        (
+            {
+                "data": {"train": text},
+                "model": enc,
+                "teacher": {"file": two},
+                "distillation": {"alpha": "auto"},
+            },
+            "distillation.alpha",
+            "text jobs do not support",
+        ),
         ({"data": {"train": digits}, "teacher": MINILM_TEACHER}, "teacher.builtin", "encoder"),
         ({"data": {"train": digits}, "teacher": {"file": embedder}}, "teacher.file", "text model"),
         ({"data": {"train": digits}, "task": "embedding"}, "task", "text"),

@@ -182,3 +182,29 @@ def test_text_student_with_a_baseline_and_exports(acme, sentiment, tmp_path):
     print(f"text onnx: max logit difference {onnx_check['max_abs_logit_diff']:.2e}")
     accuracies = (result["test_accuracy"], result["baseline_test_accuracy"], result["teacher_test_accuracy"])
     print("text accuracy: distilled {:.3f}, baseline {:.3f}, teacher {:.3f}".format(*accuracies))
+
+
+def test_text_student_with_a_transfer_set(acme, sentiment, tmp_path):
+    data_id, teacher = sentiment
+    extra, _ = sentiment_examples(300, seed=9)
+    transfer = acme.upload_file(write_jsonl(tmp_path / "extra.jsonl", extra[:100]))  # no labels
+    other = acme.upload_file(write_jsonl(tmp_path / "other.jsonl", extra[100:150]))
+    spec = {
+        "data": {"train": {"file": data_id}, "transfer": {"file": transfer["id"]}},
+        "model": STUDENT,
+        "teacher": {"job": teacher["id"]},
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.001},
+    }
+    job = run(acme, spec)
+    report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path / "r.json").read_text())
+    assert report["data"]["transfer_examples"] == 100 and report["data"]["train_examples"] == 160
+    cache = report["teacher_cache"]
+    assert cache["hit"] is False and cache["examples"] == 260 and cache["transfer_examples"] == 100
+    epochs = [e for e in acme.iter_events(job["id"]) if e["message"].startswith("epoch ")]
+    assert epochs[-1]["data"]["kd_loss"] > 0 and epochs[-1]["data"]["ce_loss"] > 0
+    assert job["result"]["test_accuracy"] >= 0.5
+    # Another transfer set: other teacher outputs, so another cache entry.
+    again = run(acme, {**spec, "data": {**spec["data"], "transfer": {"file": other["id"]}}})
+    assert again["result"]["teacher_cache_hit"] is False
+    second = json.loads(acme.download_artifact(again["id"], "report.json", tmp_path / "r2.json").read_text())
+    assert second["teacher_cache"]["key"] != cache["key"] and second["data"]["transfer_examples"] == 50

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
+from transformers import BertConfig
 
 from worker.engine.text import (
     MINILM,
@@ -21,6 +23,7 @@ from worker.engine.text import (
     load_builtin_text_teacher,
     load_minilm,
     load_text_model,
+    new_bert,
     read_text_meta,
     save_text_model,
     tokenize,
@@ -388,4 +391,68 @@ def test_baseline_trains_on_labels_alone_without_a_teacher(minilm: MiniLM) -> No
     with pytest.raises(ValueError, match="teacher_logits"):  # kd still needs the teacher's logits
         distill_text_classifier(
             None, same, tokenizer, texts[:32], texts[32:], labels[32:], train_labels=labels[:32]
+        )
+
+
+def test_transfer_texts_get_kd_but_no_cross_entropy(minilm: MiniLM) -> None:
+    _, tokenizer = minilm
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    teacher = TextClassifier(TextEncoder(new_bert(cfg)), 2).eval()
+    texts, labels = sentiment_examples(40, seed=6)
+    train_x, train_y, val_x, val_y = texts[:12], labels[:12], texts[32:], labels[32:]
+    transfer = texts[12:32]
+    student = build_text_student(teacher, layers=1, init="teacher")
+    with torch.no_grad():
+        expected_ce = F.cross_entropy(text_logits(student, tokenizer, train_x), torch.tensor(train_y)).item()
+    out = distill_text_classifier(
+        teacher,
+        student,
+        tokenizer,
+        train_x,
+        val_x,
+        val_y,
+        train_labels=train_y,
+        transfer_texts=transfer,
+        epochs=1,
+        batch_size=32,  # one batch: the loss reported is the one of the untrained student
+        lr=1e-9,
+    )
+    assert out.teacher_train is not None and out.teacher_train.shape == (32, 2)
+    assert torch.allclose(out.teacher_train[12:], text_logits(teacher, tokenizer, transfer), atol=1e-5)
+    # Cross-entropy over the 12 labeled texts only (the 20 transfer texts have no label).
+    assert out.history[-1]["ce_loss"] == pytest.approx(expected_ce, abs=1e-4)
+    assert out.history[-1]["kd_loss"] > 0
+    # Cached logits must cover the transfer texts too; ce alone cannot use unlabeled texts.
+    with pytest.raises(ValueError, match="train then transfer texts: 12 \\+ 20"):
+        distill_text_classifier(
+            None,
+            student,
+            tokenizer,
+            train_x,
+            val_x,
+            val_y,
+            train_labels=train_y,
+            transfer_texts=transfer,
+            teacher_logits=out.teacher_train[:12],
+        )
+    with pytest.raises(ValueError, match="transfer texts have no labels"):
+        distill_text_classifier(
+            teacher,
+            student,
+            tokenizer,
+            train_x,
+            val_x,
+            val_y,
+            train_labels=train_y,
+            transfer_texts=transfer,
+            losses=[TextLoss("ce")],
         )

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.engine.evaluate import eval_mode
-from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss
+from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss, masked_cross_entropy
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
     TextClassifier,
@@ -505,6 +505,7 @@ def distill_text_classifier(
     val_labels: Sequence[int],
     *,
     train_labels: Sequence[int] | None = None,
+    transfer_texts: Sequence[str] | None = None,
     temperature: float = 4.0,
     alpha: float = 0.9,
     epochs: int = 3,
@@ -532,6 +533,11 @@ def distill_text_classifier(
     teacher model (not only cached logits): see :func:`teacher_attention_maps` and
     :func:`text_attention_loss`. With ``ce`` terms only, neither a teacher nor its logits is needed: that
     trains on the labels alone (a from-scratch baseline, :func:`train_text_baseline`).
+
+    ``transfer_texts``: unlabeled texts that join the training pool after the train texts: the KD and
+    attention terms cover the whole pool, cross-entropy only the labeled train texts (its mean over the
+    labeled texts of each batch). Teacher logits (computed or passed) follow the pool's order: train
+    texts, then transfer texts.
     """
     began = time.perf_counter()
     _check_texts("train", train_texts)
@@ -539,6 +545,14 @@ def distill_text_classifier(
     k = student.num_classes
     y_val = _labels("validation", val_labels, len(val_texts), k)
     y_train = _labels("train", train_labels, len(train_texts), k) if train_labels is not None else None
+    transfer = list(transfer_texts or [])
+    labeled: torch.Tensor | None = None  # None: every example of the pool is labeled (or none is)
+    if y_train is not None and transfer:
+        labeled = torch.cat(
+            [torch.ones(len(y_train), dtype=torch.bool), torch.zeros(len(transfer), dtype=torch.bool)]
+        )
+        y_train = torch.cat([y_train, torch.zeros(len(transfer), dtype=torch.long)])
+    train_texts = [*train_texts, *transfer]
     dev, cb = _device(device), callbacks or NoCallbacks()
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
@@ -554,7 +568,14 @@ def distill_text_classifier(
     if teacher_logits is not None and teacher_logits.shape != (len(train_texts), k):
         raise ValueError(
             f"teacher logits have shape {list(teacher_logits.shape)}, expected [{len(train_texts)}, {k}]"
+            + (
+                f" (train then transfer texts: {len(train_texts) - len(transfer)} + {len(transfer)})"
+                if transfer
+                else ""
+            )
         )
+    if labels_only and transfer:
+        raise ValueError("transfer texts have no labels: they need a kd or attention term")
     ce_weight = (1.0 - alpha) if y_train is not None else 0.0
     kd_weight = alpha if y_train is not None else 1.0
     if losses is not None:
@@ -610,7 +631,8 @@ def distill_text_classifier(
                 parts = [kd]
                 loss = kd_weight * kd
                 if y_train is not None:
-                    ce = F.cross_entropy(logits, y_train[idx].to(dev))
+                    mask_b = None if labeled is None else labeled[idx].to(dev)
+                    ce = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
                     loss = loss + ce_weight * ce
                     parts.append(ce)
                 names = ("kd_loss", "ce_loss")[: len(parts)]
@@ -625,7 +647,8 @@ def distill_text_classifier(
                         value = hinton_kd_loss(logits, target, term.temperature or temperature)
                     elif term.type == "ce":
                         assert y_train is not None
-                        value = F.cross_entropy(logits, y_train[idx].to(dev))
+                        mask_b = None if labeled is None else labeled[idx].to(dev)
+                        value = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
                     else:
                         pairs, position = next(plans)
                         value = text_attention_loss(
