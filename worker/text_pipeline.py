@@ -7,7 +7,8 @@ import hashlib
 import logging
 import platform
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -16,6 +17,10 @@ from worker.failures import JobFailure
 from worker.inputs import LoadedTextData, LoadedTextTeacher
 from worker.pipeline import BasePipeline, JobContext, PipelineOutcome, json_bytes
 from worker.teacher_cache import cache_digest
+
+if TYPE_CHECKING:
+    from worker.engine.auto import AutoChoice
+    from worker.engine.text_train import TextTrainOutcome
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +110,7 @@ class TextPipeline(BasePipeline):
             baseline=metrics.get("baseline"),
             exports=exports,
             cache=cache_info,
-            chosen=None,
+            chosen=metrics.get("chosen"),
         )
         report |= sections
         report |= {
@@ -125,9 +130,9 @@ class TextPipeline(BasePipeline):
         }
         summary = dict(metrics["result"])
         flat = render_summary(report)
-        for key in BASELINE_RESULT_KEYS:
-            if key in flat:
-                summary[key] = flat[key]
+        for key, value in flat.items():
+            if key in BASELINE_RESULT_KEYS or key.startswith("chosen_"):
+                summary[key] = value
         if cache_info is not None:
             summary["teacher_cache_hit"] = cache_info["hit"]
         result = {**summary, "text_model": text_model}
@@ -271,7 +276,7 @@ class TextPipeline(BasePipeline):
 
     def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
         from worker.engine.text import TextClassifier, count_text_parameters
-        from worker.engine.text_train import TextLoss, distill_text_classifier
+        from worker.engine.text_train import TextLoss, distill_text_classifier, text_logits
 
         assert self.teacher is not None
         teacher = self.teacher.model
@@ -288,8 +293,10 @@ class TextPipeline(BasePipeline):
                 "incompatible_teacher",
                 f"{self.teacher.field}: the teacher has {teacher.num_classes} classes; the data has more",
             )
-        cached, cache_info = self._cached_outputs("text_logits", self._pool(), None)
-        student = self._student(teacher)
+        train_labels, val_labels = [int(v) for v in train.y], [int(v) for v in val.y]
+        pool = self._pool()
+        cached, cache_info = self._cached_outputs("text_logits", pool, None)
+        teacher_logits = cached[0] if cached else None
         d, t = self.spec.distillation, self.spec.training
         losses = None
         if d.losses is not None:
@@ -303,28 +310,50 @@ class TextPipeline(BasePipeline):
                 )
                 for loss in d.losses
             ]
-        outcome = distill_text_classifier(
-            teacher,
-            student,
-            tokenizer,
-            train.texts,
-            val.texts,
-            [int(v) for v in val.y],
-            train_labels=[int(v) for v in train.y],
-            transfer_texts=self.data.transfer.texts if self.data.transfer is not None else None,
-            temperature=d.temperature if isinstance(d.temperature, float) else 4.0,
-            alpha=d.alpha if isinstance(d.alpha, float) else 0.9,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.learning_rate,
-            seed=t.seed,
-            max_length=self.max_length,
-            weight_decay=t.weight_decay,
-            teacher_logits=cached[0] if cached else None,
-            losses=losses,
-            device=self.device,
-            callbacks=self.progress,
-        )
+
+        def distill(
+            temperature: float, alpha: float, epochs: int, callbacks: Any, logits: torch.Tensor | None
+        ) -> tuple[Any, TextTrainOutcome]:
+            torch.manual_seed(t.seed)  # every run (trials too) starts from the same student
+            student = self._student(teacher)
+            return student, distill_text_classifier(
+                teacher,
+                student,
+                tokenizer,
+                train.texts,
+                val.texts,
+                val_labels,
+                train_labels=train_labels,
+                transfer_texts=self.data.transfer.texts if self.data.transfer is not None else None,
+                temperature=temperature,
+                alpha=alpha,
+                epochs=epochs,
+                batch_size=t.batch_size,
+                lr=t.learning_rate,
+                seed=t.seed,
+                max_length=self.max_length,
+                weight_decay=t.weight_decay,
+                teacher_logits=logits,
+                losses=losses,
+                device=self.device,
+                callbacks=callbacks,
+            )
+
+        chosen = None
+        temperature = d.temperature if isinstance(d.temperature, float) else 4.0
+        alpha = d.alpha if isinstance(d.alpha, float) else 0.9
+        if d.uses_auto:
+            if teacher_logits is None:  # once, for every trial and the final run
+                teacher_logits = text_logits(
+                    teacher, tokenizer, pool, max_length=self.max_length, device=self.device
+                )
+            choice = self._auto(
+                lambda tt, a: distill(tt, a, max(1, t.epochs // 4), self.quiet, teacher_logits)
+            )
+            if choice is None:
+                return None, None, None, {}, None
+            temperature, alpha, chosen = choice.temperature, choice.alpha, choice.to_dict()
+        student, outcome = distill(temperature, alpha, t.epochs, self.progress, teacher_logits)
         if outcome.stopped:
             return None, None, None, {}, None
         self._store_outputs(cache_info, outcome.teacher_train, None)
@@ -367,8 +396,38 @@ class TextPipeline(BasePipeline):
             },
             "speedup": speedup,
         }
-        metrics = {"result": result, "report": report, "baseline": baseline}
+        metrics = {"result": result, "report": report, "baseline": baseline, "chosen": chosen}
         return outcome, student, tokenizer, metrics, cache_info
+
+    def _auto(self, trial: Callable[[float, float], tuple[Any, TextTrainOutcome]]) -> AutoChoice | None:
+        """``"auto"`` temperature/alpha: short runs (a quarter of the epochs), scored on the validation texts
+        as in tabular jobs (None: cancelled)."""
+        from worker.engine.auto import choose
+
+        spec, epochs = self.spec.distillation, max(1, self.spec.training.epochs // 4)
+        stopped = False
+
+        def score(temperature: float, alpha: float) -> float:
+            nonlocal stopped
+            if stopped:
+                return float("-inf")
+            _, outcome = trial(temperature, alpha)
+            stopped = outcome.stopped
+            value = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
+            self.event(
+                f"auto trial: temperature {temperature:g}, alpha {alpha:g}",
+                {"temperature": temperature, "alpha": alpha, "val_accuracy": value, "epochs": epochs},
+            )
+            return value
+
+        choice = choose(spec.temperature, spec.alpha, spec.auto_budget, score)
+        if stopped:
+            return None
+        self.event(
+            f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
+            {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
+        )
+        return choice
 
     def _baseline(self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor) -> dict[str, Any] | None:
         """The same student architecture, freshly initialised from the same seed, trained on the labels alone

@@ -229,14 +229,29 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Dataset
 def _check_text_job(session: Session, tenant: Tenant, spec: JobSpec, train: DatasetInfo) -> None:
     """A text job: text data everywhere, one text teacher that fits the task, engine options it supports."""
     assert isinstance(spec.model, EncoderConfig)
-    unsupported = [
-        ("data.augment", spec.data.augment is not None, "augmentation"),
-        ("distillation.temperature", spec.distillation.temperature == "auto", '"auto" temperature'),
-        ("distillation.alpha", spec.distillation.alpha == "auto", '"auto" alpha'),
-    ]
-    for name, present, what in unsupported:
-        if present:
-            raise Invalid(f"{name}: text jobs do not support {what} yet; drop {name}", field=name)
+    if spec.data.augment is not None:
+        raise Invalid(
+            "data.augment: text jobs do not support augmentation yet (its noise and shifts are for numeric "
+            "inputs; add unlabeled texts with data.transfer instead); drop data.augment",
+            field="data.augment",
+        )
+    for name in ("temperature", "alpha"):
+        if getattr(spec.distillation, name) != "auto":
+            continue
+        field = f"distillation.{name}"
+        if spec.task == "embedding" or not spec.teachers:
+            raise Invalid(
+                f'{field}: "auto" tunes the soft-target loss of a classification student with a teacher; '
+                "this job has none (an embedding student matches embeddings, a job without a teacher trains "
+                f"on labels): drop {field}",
+                field=field,
+            )
+        if name == "alpha" and spec.distillation.losses is not None:
+            raise Invalid(
+                'distillation.alpha: "auto" tunes the kd/ce mix of the default loss, and '
+                "distillation.losses gives each term its own weight; drop one of them",
+                field=field,
+            )
     if spec.baseline and spec.task == "embedding":
         raise Invalid(
             "baseline: an embedding job has no labels to train a from-scratch baseline on (its student "

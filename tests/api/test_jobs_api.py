@@ -348,6 +348,7 @@ def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
             "data": {"train": {"file": labeled}, "transfer": {"file": unlabeled}},
             "model": encoder,
             "teacher": {"file": classifier},
+            "distillation": {"temperature": "auto", "alpha": "auto", "auto_budget": 2},
         },
     ]
     for spec in accepted:
@@ -432,13 +433,29 @@ def test_text_job_mismatches_answer_422_naming_the_field(client, acme):
         ),
         (
             {
+                "data": {"train": plain},
+                "model": enc,
+                "teacher": MINILM_TEACHER,
+                "task": "embedding",
+                "distillation": {"temperature": "auto"},
+            },
+            "distillation.temperature",
+            "classification student with a teacher",
+        ),
+        (
+            {"data": {"train": text}, "model": enc, "distillation": {"alpha": "auto"}},
+            "distillation.alpha",
+            "classification student with a teacher",
+        ),
+        (
+            {
                 "data": {"train": text},
                 "model": enc,
                 "teacher": {"file": two},
-                "distillation": {"alpha": "auto"},
+                "distillation": {"alpha": "auto", "losses": [{"type": "kd"}]},
             },
             "distillation.alpha",
-            "text jobs do not support",
+            "own weight",
         ),
         ({"data": {"train": digits}, "teacher": MINILM_TEACHER}, "teacher.builtin", "encoder"),
         ({"data": {"train": digits}, "teacher": {"file": embedder}}, "teacher.file", "text model"),

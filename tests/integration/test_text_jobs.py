@@ -203,8 +203,26 @@ def test_text_student_with_a_transfer_set(acme, sentiment, tmp_path):
     epochs = [e for e in acme.iter_events(job["id"]) if e["message"].startswith("epoch ")]
     assert epochs[-1]["data"]["kd_loss"] > 0 and epochs[-1]["data"]["ce_loss"] > 0
     assert job["result"]["test_accuracy"] >= 0.5
-    # Another transfer set: other teacher outputs, so another cache entry.
-    again = run(acme, {**spec, "data": {**spec["data"], "transfer": {"file": other["id"]}}})
+    # Another transfer set: other teacher outputs, so another cache entry. With "auto" temperature and
+    # alpha: two short trials pick them, as in tabular jobs.
+    again = run(
+        acme,
+        {
+            **spec,
+            "data": {**spec["data"], "transfer": {"file": other["id"]}},
+            "distillation": {"temperature": "auto", "alpha": "auto", "auto_budget": 2},
+        },
+    )
     assert again["result"]["teacher_cache_hit"] is False
     second = json.loads(acme.download_artifact(again["id"], "report.json", tmp_path / "r2.json").read_text())
     assert second["teacher_cache"]["key"] != cache["key"] and second["data"]["transfer_examples"] == 50
+    chosen = second["hyperparameters"]
+    assert len(chosen["trials"]) == 2 and "trial runs" in chosen["why"]
+    assert (again["result"]["chosen_temperature"], again["result"]["chosen_alpha"]) in {
+        (4.0, 0.9),
+        (2.0, 0.9),
+    }
+    messages = [e["message"] for e in acme.iter_events(again["id"])]
+    assert sum(m.startswith("auto trial") for m in messages) == 2 and any(
+        m.startswith("auto chose") for m in messages
+    )
