@@ -78,6 +78,13 @@ class BasePipeline:
         self.quiet = context.quiet
         self.event = context.event
 
+    def auto_chose(self, choice: AutoChoice) -> None:
+        """The event that says which ``"auto"`` temperature / alpha the trials chose, and why."""
+        self.event(
+            f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
+            {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
+        )
+
 
 class Pipeline(BasePipeline):
     """A tabular job: MLP/CNN students distilled from one or more teachers."""
@@ -247,10 +254,7 @@ class Pipeline(BasePipeline):
         choice = choose(spec.temperature, spec.alpha, spec.auto_budget, trial)
         if stopped:
             return None
-        self.event(
-            f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
-            {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
-        )
+        self.auto_chose(choice)
         return choice
 
     # -- evaluation and exports ---------------------------------------------------------------------------

@@ -423,10 +423,7 @@ class TextPipeline(BasePipeline):
         choice = choose(spec.temperature, spec.alpha, spec.auto_budget, score)
         if stopped:
             return None
-        self.event(
-            f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
-            {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
-        )
+        self.auto_chose(choice)
         return choice
 
     def _baseline(self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor) -> dict[str, Any] | None:
