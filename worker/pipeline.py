@@ -8,9 +8,10 @@ hit and a live teacher pass give the same :class:`TeacherSignals`.
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,12 @@ from worker.failures import JobFailure
 from worker.inputs import LoadedData, LoadedTeacher
 from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
 
+log = logging.getLogger(__name__)
+
 Event = Callable[[str, dict[str, Any]], None]
+
+CURVES = "curves.svg"
+STUDENT_LABEL, BASELINE_LABEL = "distilled student", "baseline (from scratch)"
 
 EXPORTERS = {
     "onnx": ("model.onnx", model_to_onnx, check_onnx),
@@ -78,6 +84,26 @@ class BasePipeline:
         self.quiet = context.quiet
         self.event = context.event
 
+    def curves(
+        self, runs: Mapping[str, Sequence[Mapping[str, Any]]], *, teacher: Any = None
+    ) -> dict[str, bytes]:
+        """``{"curves.svg": ...}``: the training curves of ``runs`` (label → history) with the teacher's
+        validation metric as a reference, or ``{}`` when they cannot be drawn. A plot is never worth a job:
+        a failure (matplotlib missing included) is logged and reported in an event."""
+        try:
+            from worker.engine.plots import render_curves
+
+            svg = render_curves(
+                runs,
+                teacher=teacher if isinstance(teacher, int | float) else None,
+                title=self.spec.name or self.job_id,
+            )
+        except Exception as exc:
+            log.warning("job %s: %s not drawn", self.job_id, CURVES, exc_info=True)
+            self.event(f"{CURVES} not drawn: {type(exc).__name__}: {exc}", {"artifact": CURVES})
+            return {}
+        return {CURVES: svg}
+
     def auto_chose(self, choice: AutoChoice) -> None:
         """The event that says which ``"auto"`` temperature / alpha the trials chose, and why."""
         self.event(
@@ -105,7 +131,7 @@ class Pipeline(BasePipeline):
         distilled = self._train(signals, self.progress, temperature=choice.temperature, alpha=choice.alpha)
         if distilled.stopped:
             return PipelineOutcome(stopped=True)
-        baseline = None
+        baseline, scratch = None, None
         if self.spec.baseline:
             self.event("training the baseline: the same student from scratch, on labels only", {})
             scratch = self._train(None, self.quiet, distillation=DistillationSpec())
@@ -137,6 +163,10 @@ class Pipeline(BasePipeline):
             cache=cache_info,
             chosen=chosen,
         )
+        runs = {STUDENT_LABEL if self.teachers else "model": distilled.history}
+        if scratch is not None:
+            runs[BASELINE_LABEL] = scratch.history
+        artifacts |= self.curves(runs, teacher=(report.get("teacher") or {}).get("test_accuracy"))
         report |= {
             "job_id": self.job_id,
             "name": self.spec.name,
@@ -150,6 +180,8 @@ class Pipeline(BasePipeline):
             },
             "duration_seconds": round(time.monotonic() - started, 3),
         }
+        if scratch is not None:
+            report["baseline_history"] = scratch.history
         result = {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
         artifacts["report.json"] = json_bytes(report)
         return PipelineOutcome(

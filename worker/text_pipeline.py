@@ -15,7 +15,14 @@ import torch
 from distill.spec import EncoderConfig
 from worker.failures import JobFailure
 from worker.inputs import LoadedTextData, LoadedTextTeacher
-from worker.pipeline import BasePipeline, JobContext, PipelineOutcome, json_bytes
+from worker.pipeline import (
+    BASELINE_LABEL,
+    STUDENT_LABEL,
+    BasePipeline,
+    JobContext,
+    PipelineOutcome,
+    json_bytes,
+)
 from worker.teacher_cache import cache_digest
 
 if TYPE_CHECKING:
@@ -113,6 +120,14 @@ class TextPipeline(BasePipeline):
             chosen=metrics.get("chosen"),
         )
         report |= sections
+        baseline_history = metrics.get("baseline_history")
+        if baseline_history is not None:
+            report["baseline_history"] = baseline_history
+        runs = {STUDENT_LABEL if self.teacher is not None else "model": outcome.history}
+        if baseline_history is not None:
+            runs[BASELINE_LABEL] = baseline_history
+        teacher_section = report.get("teacher") or {}
+        artifacts |= self.curves(runs, teacher=teacher_section.get("test_accuracy"))
         report |= {
             "job_id": self.job_id,
             "name": self.spec.name,
@@ -357,12 +372,13 @@ class TextPipeline(BasePipeline):
         if outcome.stopped:
             return None, None, None, {}, None
         self._store_outputs(cache_info, outcome.teacher_train, None)
-        baseline = None
+        baseline, baseline_history = None, None
         if self.spec.baseline:
             assert outcome.teacher_val is not None
-            baseline = self._baseline(teacher, tokenizer, outcome.teacher_val)
-            if baseline is None:
+            trained = self._baseline(teacher, tokenizer, outcome.teacher_val)
+            if trained is None:
                 return None, None, None, {}, None
+            baseline, baseline_history = trained
         last = outcome.history[-1]
         assert outcome.teacher_val is not None
         teacher_accuracy = float((outcome.teacher_val.argmax(1).numpy() == val.y).mean())
@@ -396,7 +412,13 @@ class TextPipeline(BasePipeline):
             },
             "speedup": speedup,
         }
-        metrics = {"result": result, "report": report, "baseline": baseline, "chosen": chosen}
+        metrics = {
+            "result": result,
+            "report": report,
+            "baseline": baseline,
+            "baseline_history": baseline_history,
+            "chosen": chosen,
+        }
         return outcome, student, tokenizer, metrics, cache_info
 
     def _auto(self, trial: Callable[[float, float], tuple[Any, TextTrainOutcome]]) -> AutoChoice | None:
@@ -426,10 +448,12 @@ class TextPipeline(BasePipeline):
         self.auto_chose(choice)
         return choice
 
-    def _baseline(self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor) -> dict[str, Any] | None:
+    def _baseline(
+        self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor
+    ) -> tuple[dict[str, Any], list[dict[str, float]]] | None:
         """The same student architecture, freshly initialised from the same seed, trained on the labels alone
-        with the same settings (None: cancelled). With ``init: "random"`` it starts from the very weights
-        the distilled student started from."""
+        with the same settings: its report section and its per-epoch history (None: cancelled). With
+        ``init: "random"`` it starts from the very weights the distilled student started from."""
         from worker.engine.text import count_text_parameters
         from worker.engine.text_train import text_logits, train_text_baseline
 
@@ -464,7 +488,7 @@ class TextPipeline(BasePipeline):
             f"baseline trained: test accuracy {last['val_accuracy']:.4f}",
             {"test_accuracy": last["val_accuracy"], "agreement_with_teacher": agreement},
         )
-        return {
+        section = {
             "test_accuracy": last["val_accuracy"],
             "agreement_with_teacher": agreement,
             "val_loss": last["val_loss"],
@@ -472,6 +496,7 @@ class TextPipeline(BasePipeline):
             "init": "random",
             "epochs": len(outcome.history),
         }
+        return section, outcome.history
 
     # -- exports ------------------------------------------------------------------------------------------
 

@@ -121,10 +121,17 @@ def test_baseline_auto_and_exports_in_one_job(acme, teachers, tmp_path):
         assert key in result, key
     assert result["chosen_temperature"] in (4.0, 2.0)
     names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
-    assert {"model.safetensors", "report.json", "model.onnx", "model.torchscript.pt"} <= names
+    assert {"model.safetensors", "report.json", "model.onnx", "model.torchscript.pt", "curves.svg"} <= names
     report = report_of(acme, job, tmp_path)
     assert len(report["hyperparameters"]["trials"]) == 2
     assert report["exports"]["onnx"]["check"]["top1_agreement"] == 1.0
     assert report["baseline"]["test_accuracy"] == result["baseline_test_accuracy"]
     trials = [e for e in acme.iter_events(job["id"]) if e["message"].startswith("auto trial")]
     assert len(trials) == 2
+    # The curves: the distilled student against the baseline, the teacher as a line.
+    assert len(report["baseline_history"]) == len(report["history"]) == 4
+    assert "val_accuracy" in report["baseline_history"][-1]
+    svg = acme.download_artifact(job["id"], "curves.svg", tmp_path / "curves.svg").read_bytes()
+    assert svg.startswith(b"<?xml")
+    for label in (b"distilled student", b"baseline (from scratch)", b"teacher ("):
+        assert label in svg, label

@@ -68,7 +68,7 @@ def test_teacher_trains_reports_and_its_model_gives_the_reported_accuracy(acme, 
     assert {"train_loss", "val_accuracy"} <= set(epoch_event["data"])
 
     artifacts = {a["name"]: a for a in acme.list_artifacts(job["id"])["data"]}
-    assert {"model.safetensors", "report.json"} <= set(artifacts)
+    assert {"model.safetensors", "report.json", "curves.svg"} <= set(artifacts)
     model_path = acme.download_artifact(job["id"], "model.safetensors", tmp_path)
     assert sha256(model_path) == artifacts["model.safetensors"]["sha256"]
     report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path).read_text())

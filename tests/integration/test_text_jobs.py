@@ -58,7 +58,7 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
     assert result["speedup"] > 1.0
     assert result["teacher_cache_hit"] is False
     names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
-    assert names == {"model.safetensors", "model.onnx", "report.json"}
+    assert names == {"model.safetensors", "model.onnx", "report.json", "curves.svg"}
     path = acme.download_artifact(job["id"], "model.safetensors", tmp_path / "student.safetensors")
     model, tokenizer, meta = load_text_model(path)
     assert isinstance(model, TextEncoder) and meta.task == "embedding" and meta.max_length == 32
@@ -68,6 +68,8 @@ def test_embedding_student_of_the_builtin_minilm(acme, tmp_path):
     assert report["student"]["val_cosine"] == pytest.approx(result["cosine_to_teacher"], abs=1e-5)
     assert report["data"]["validation_examples"] == 60 and report["data"]["held_out_validation"] is True
     assert report["teacher"]["cpu_latency_seconds"] > report["student"]["cpu_latency_seconds"]
+    svg = acme.download_artifact(job["id"], "curves.svg", tmp_path / "curves.svg").read_bytes()
+    assert svg.startswith(b"<?xml") and b"validation cosine to the teacher" in svg
     onnx_check = report["exports"]["onnx"]["check"]
     assert onnx_check["ok"] and onnx_check["examples"] == 60 and onnx_check["min_cosine"] > 0.9999
     print(f"text embedding onnx: max difference {onnx_check['max_abs_diff']:.2e}")
@@ -163,9 +165,15 @@ def test_text_student_with_a_baseline_and_exports(acme, sentiment, tmp_path):
     assert comparison["speedup"] > 1 and comparison["compression_ratio"] > 1
     messages = [e["message"] for e in acme.iter_events(job["id"])]
     assert "training the baseline: the same student from scratch, on labels only" in messages
+    # The curves: the distilled student, the baseline (its history is in the report) and the teacher.
+    assert [row["epoch"] for row in report["baseline_history"]] == [1.0, 2.0]
+    assert "baseline_history" not in report["baseline"]
+    svg = acme.download_artifact(job["id"], "curves.svg", tmp_path / "curves.svg").read_bytes()
+    assert svg.startswith(b"<?xml")
+    assert b"distilled student" in svg and b"baseline (from scratch)" in svg and b"teacher (" in svg
     # Exports: checked against PyTorch on the held-out texts, stored, and described in the report.
     names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
-    assert names == {"model.safetensors", "model.onnx", "model.torchscript.pt", "report.json"}
+    assert names == {"model.safetensors", "model.onnx", "model.torchscript.pt", "report.json", "curves.svg"}
     onnx_check = report["exports"]["onnx"]["check"]
     assert onnx_check["ok"] and onnx_check["examples"] == 40 and onnx_check["top1_agreement"] == 1.0
     assert report["exports"]["torchscript"]["check"]["ok"]
