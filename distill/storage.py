@@ -7,6 +7,7 @@ row that points at an object is written only after the object is.
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import shutil
 import tempfile
@@ -36,6 +37,27 @@ class ObjectStore(Protocol):
     def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
         """A time-limited download URL, or None where the store cannot give one (the API streams then)."""
         ...
+
+
+BINARY = "application/octet-stream"
+MODEL_SUFFIXES = frozenset({".safetensors", ".onnx", ".pt"})
+"""Model files are bytes: the system's MIME table may not know them, or maps ``.pt`` to something else."""
+
+
+def content_type(name: str) -> str:
+    """The media type a download of ``name`` is served with: ``image/svg+xml`` for ``curves.svg``,
+    ``application/json`` for ``report.json``, and ``application/octet-stream`` for model files and for
+    anything :func:`mimetypes.guess_type` does not know."""
+    if any(name.endswith(suffix) for suffix in MODEL_SUFFIXES):
+        return BINARY
+    guessed, encoding = mimetypes.guess_type(name, strict=True)
+    return guessed if guessed is not None and encoding is None else BINARY
+
+
+def content_disposition(name: str) -> str:
+    """Images open in the browser (``inline``); everything else is saved (``attachment``)."""
+    kind = "inline" if content_type(name).startswith("image/") else "attachment"
+    return f'{kind}; filename="{name}"'
 
 
 def file_key(tenant_id: str, file_id: str) -> str:
@@ -216,7 +238,8 @@ class S3Store:
             Params={
                 "Bucket": self.bucket,
                 "Key": self._key(key),
-                "ResponseContentDisposition": f'attachment; filename="{filename}"',
+                "ResponseContentDisposition": content_disposition(filename),
+                "ResponseContentType": content_type(filename),
             },
             ExpiresIn=expires_in,
         )

@@ -8,6 +8,7 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
 from api.schemas import ArtifactRead, ListRead
 from api.services import jobs as service
+from distill.storage import content_disposition, content_type
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])
 
@@ -28,10 +29,13 @@ def download_artifact(
         return RedirectResponse(url, status_code=307)
     return StreamingResponse(
         store.iter_chunks(row.storage_key),
-        media_type="application/octet-stream",
+        media_type=content_type(name),
         headers={
             "Content-Length": str(row.bytes),
-            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Disposition": content_disposition(name),
             "X-Content-SHA256": row.sha256,
+            "X-Content-Type-Options": "nosniff",
+            # curves.svg opens inline: whatever an SVG could carry, it runs nothing here.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
         },
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from client.sdk import Client
@@ -103,7 +104,7 @@ def test_several_teachers_are_mixed_with_their_weights(acme, teachers, tmp_path)
     assert 0.0 <= result["agreement_with_teacher"] <= 1.0
 
 
-def test_baseline_auto_and_exports_in_one_job(acme, teachers, tmp_path):
+def test_baseline_auto_and_exports_in_one_job(stack, acme, teachers, tmp_path):
     job = run(
         acme,
         {
@@ -128,10 +129,19 @@ def test_baseline_auto_and_exports_in_one_job(acme, teachers, tmp_path):
     assert report["baseline"]["test_accuracy"] == result["baseline_test_accuracy"]
     trials = [e for e in acme.iter_events(job["id"]) if e["message"].startswith("auto trial")]
     assert len(trials) == 2
-    # The curves: the distilled student against the baseline, the teacher as a line.
+    # The curves: the distilled student against the baseline, the teacher as a line; a browser opens them.
     assert len(report["baseline_history"]) == len(report["history"]) == 4
     assert "val_accuracy" in report["baseline_history"][-1]
     svg = acme.download_artifact(job["id"], "curves.svg", tmp_path / "curves.svg").read_bytes()
     assert svg.startswith(b"<?xml")
     for label in (b"distilled student", b"baseline (from scratch)", b"teacher ("):
         assert label in svg, label
+    redirect = httpx.get(
+        f"{stack.url}/v1/jobs/{job['id']}/artifacts/curves.svg",
+        headers={"Authorization": f"Bearer {acme.api_key}"},
+    )
+    assert redirect.status_code == 307
+    presigned = httpx.get(redirect.headers["location"])
+    assert presigned.status_code == 200 and presigned.content == svg
+    assert presigned.headers["content-type"] == "image/svg+xml"
+    assert presigned.headers["content-disposition"] == 'inline; filename="curves.svg"'

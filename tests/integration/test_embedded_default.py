@@ -89,6 +89,16 @@ def test_embedded_default_trains_distils_and_streams_artifacts(embedded, tmp_pat
     assert response.status_code == 200
     listing = {a["name"]: a for a in client.list_artifacts(student["id"])["data"]}
     assert hashlib.sha256(response.content).hexdigest() == listing["model.safetensors"]["sha256"]
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"] == 'attachment; filename="model.safetensors"'
+    curves = httpx.get(
+        f"{client.base_url}/v1/jobs/{student['id']}/artifacts/curves.svg",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+    )
+    assert curves.status_code == 200 and curves.content.startswith(b"<?xml")
+    assert curves.headers["content-type"] == "image/svg+xml"
+    assert curves.headers["content-disposition"] == 'inline; filename="curves.svg"'
+    assert hashlib.sha256(curves.content).hexdigest() == listing["curves.svg"]["sha256"]
     stored = list((home / "objects").rglob("model.safetensors"))
     assert len(stored) == 2  # the teacher's and the student's, under the tenant's prefix
     assert all("/tenants/" in str(p) for p in stored)
