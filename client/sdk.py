@@ -365,6 +365,12 @@ class Client:
             raise
         return target
 
+    def read_artifact(self, job_id: str, name: str) -> bytes:
+        """A small artifact's bytes (``report.json``, ``curves.svg``), checked as :meth:`download_artifact`
+        checks them."""
+        with tempfile.TemporaryDirectory(prefix="distill-") as folder:
+            return self.download_artifact(job_id, name, Path(folder) / name).read_bytes()
+
     @contextlib.contextmanager
     def _open_download(self, path: str) -> Iterator[httpx.Response]:
         """Stream ``path``, following redirects by hand: the API key only ever goes to the API's origin."""

@@ -190,3 +190,82 @@ class JobBars:
             self.update(task, job, events)
 
         return on_update
+
+
+# -- curves --------------------------------------------------------------------------------------------------
+
+SPARKS = "▁▂▃▄▅▆▇█"
+# report.json's validation metrics, in order of preference (text embedding jobs have val_cosine).
+CURVE_METRICS = ("val_accuracy", "val_cosine")
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return float(value) if abs(value) != float("inf") else None
+
+
+def sparkline(values: list[float | None], low: float | None = None, high: float | None = None) -> str:
+    """One character per value on ``▁…█`` between ``low`` and ``high`` (their min and max by default);
+    a missing value is a space."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return " " * len(values)
+    low = min(known) if low is None else low
+    high = max(known) if high is None else high
+    span = high - low
+    chars = []
+    for value in values:
+        if value is None:
+            chars.append(" ")
+        elif span <= 0:
+            chars.append(SPARKS[len(SPARKS) // 2])
+        else:
+            level = round((value - low) / span * (len(SPARKS) - 1))
+            chars.append(SPARKS[min(max(level, 0), len(SPARKS) - 1)])
+    return "".join(chars)
+
+
+def curve_lines(report: Mapping[str, Any], width: int = 40) -> list[str]:
+    """The validation curve per epoch of the distilled student (and of the baseline) from ``report.json``,
+    one sparkline each on a shared scale with first → last values, and the teacher's value; [] when the
+    report has no history. Longer runs are thinned to ``width`` evenly spaced epochs."""
+    runs = {
+        "distilled student" if report.get("teacher") else "model": report.get("history"),
+        "baseline (from scratch)": report.get("baseline_history"),
+    }
+    histories = {label: h for label, h in runs.items() if isinstance(h, list) and h}
+    metric = next(
+        (
+            key
+            for key in CURVE_METRICS
+            for h in histories.values()
+            if any(isinstance(row, Mapping) and _finite(row.get(key)) is not None for row in h)
+        ),
+        None,
+    )
+    if metric is None:
+        return []
+    series: dict[str, list[float | None]] = {}
+    for label, history in histories.items():
+        values = [_finite(row.get(metric)) if isinstance(row, Mapping) else None for row in history]
+        if len(values) > width:
+            values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+        if any(v is not None for v in values):
+            series[label] = values
+    known = [v for values in series.values() for v in values if v is not None]
+    low, high = min(known), max(known)
+    label_width = max(len(label) for label in series)
+    epochs = max(len(h) for h in histories.values())
+    plural = "epoch" if epochs == 1 else "epochs"
+    lines = [f"{metric} per epoch ({epochs} {plural}, scale {low:.3f} to {high:.3f})"]
+    for label, values in series.items():
+        finite = [v for v in values if v is not None]
+        lines.append(
+            f"  {label:<{label_width}}  {sparkline(values, low, high)}  {finite[0]:.3f} → {finite[-1]:.3f}"
+        )
+    teacher = report.get("teacher")
+    teacher_value = _finite(teacher.get("test_accuracy")) if isinstance(teacher, Mapping) else None
+    if teacher_value is not None and metric == "val_accuracy":
+        lines.append(f"  {'teacher':<{label_width}}  {teacher_value:.3f}")
+    return lines

@@ -23,6 +23,7 @@ from client import demo
 from client.sdk import DEFAULT_API_URL, Client, DistillError, JSONDict
 from client.ui import (
     JobBars,
+    curve_lines,
     fmt_bytes,
     fmt_num,
     fmt_pct,
@@ -207,6 +208,29 @@ def result_table(job: JSONDict) -> Table:
     return table
 
 
+REPORT_MAX_BYTES = 1 << 20
+"""report.json is read for the curve view only up to this size (a history is a few KB)."""
+
+
+def curves_view(client: Client, job: JSONDict) -> str | None:
+    """A succeeded job's validation curve per epoch as sparklines, from its report.json when that is small,
+    and where to find curves.svg; None for a job that did not succeed or has neither."""
+    if job.get("status") != "succeeded":
+        return None
+    try:
+        listing = {str(a.get("name")): a for a in client.list_artifacts(job["id"]).get("data", [])}
+        size = (listing.get("report.json") or {}).get("bytes")
+        report = None
+        if isinstance(size, int) and size <= REPORT_MAX_BYTES:
+            report = json.loads(client.read_artifact(job["id"], "report.json"))
+    except (DistillError, ValueError):
+        return None
+    lines = curve_lines(report) if isinstance(report, dict) else []
+    if "curves.svg" in listing:
+        lines.append(f"curves: distill artifacts download {job['id']} curves.svg")
+    return "\n".join(lines) or None
+
+
 def _follow(client: Client, job: JSONDict, poll_interval: float, quiet: bool, as_json: bool) -> JSONDict:
     """Wait for ``job`` with a progress bar (on stderr when ``--json``, so stdout stays JSON)."""
     bar_console = err_console if as_json else console
@@ -216,13 +240,15 @@ def _follow(client: Client, job: JSONDict, poll_interval: float, quiet: bool, as
     return final
 
 
-def _finish(final: JSONDict, as_json: bool) -> None:
-    """Print the finished job; exit 1 unless it succeeded."""
+def _finish(final: JSONDict, as_json: bool, curves: str | None = None) -> None:
+    """Print the finished job (and its curves); exit 1 unless it succeeded."""
     status = final.get("status")
     if as_json:
         emit(final, True)
     elif status == "succeeded":
         console.print(result_table(final))
+        if curves:
+            console.print(escape(curves), highlight=False)
     else:
         error = final.get("error") or {}
         err_console.print(
@@ -265,17 +291,21 @@ def jobs_create(
         if not as_json:
             console.print(f"created {job['id']}")
         final = _follow(client, job, poll_interval, quiet=False, as_json=as_json)
-    _finish(final, as_json)
+        curves = None if as_json else curves_view(client, final)
+    _finish(final, as_json, curves)
 
 
 @jobs_app.command("get")
 def jobs_get(
     job_id: str, api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = None, as_json: AsJson = False
 ) -> None:
-    """Show one job."""
+    """Show one job (and, once it succeeded, its validation curve per epoch)."""
     with session(api_url, api_key) as client:
         job = client.get_job(job_id)
+        curves = None if as_json else curves_view(client, job)
     emit(job, as_json, object_table(job))
+    if curves:
+        console.print(escape(curves), highlight=False)
 
 
 @jobs_app.command("list")
@@ -374,7 +404,8 @@ def jobs_wait(
     with session(api_url, api_key) as client:
         job = client.get_job(job_id)
         final = _follow(client, job, poll_interval, quiet=quiet, as_json=as_json)
-    _finish(final, as_json)
+        curves = None if as_json else curves_view(client, final)
+    _finish(final, as_json, curves)
 
 
 # -- artifacts -----------------------------------------------------------------------------------------------

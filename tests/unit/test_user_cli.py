@@ -22,6 +22,13 @@ from distill.spec import JobSpec
 
 KEY = "dk_cli"
 MODEL = b"weights" * 100
+REPORT = json.dumps(
+    {
+        "teacher": {"test_accuracy": 0.95},
+        "history": [{"epoch": 1.0, "val_accuracy": 0.5}, {"epoch": 2.0, "val_accuracy": 0.9}],
+        "baseline_history": [{"epoch": 1.0, "val_accuracy": 0.4}, {"epoch": 2.0, "val_accuracy": 0.7}],
+    }
+).encode()
 
 
 def job(job_id: str, status: str, **extra: Any) -> dict[str, Any]:
@@ -66,10 +73,21 @@ def fake_api(request: httpx.Request) -> httpx.Response:
         }
         return httpx.Response(200, json={"object": "list", "data": [event], "has_more": False})
     if path == "/v1/jobs/job_ok/artifacts":
-        item = {"name": "model.safetensors", "bytes": len(MODEL), "sha256": hashlib.sha256(MODEL).hexdigest()}
-        return httpx.Response(200, json={"object": "list", "data": [item], "has_more": False})
+        items = [
+            {"name": name, "bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+            for name, blob in (
+                ("model.safetensors", MODEL),
+                ("report.json", REPORT),
+                ("curves.svg", b"<svg/>"),
+            )
+        ]
+        return httpx.Response(200, json={"object": "list", "data": items, "has_more": False})
     if path == "/v1/jobs/job_ok/artifacts/model.safetensors":
         return httpx.Response(200, content=MODEL)
+    if path == "/v1/jobs/job_ok/artifacts/report.json":
+        return httpx.Response(200, content=REPORT)
+    if path == "/v1/jobs/job_ok/artifacts/curves.svg":
+        return httpx.Response(200, content=b"<svg/>")
     return httpx.Response(404, json={"error": {"code": "not_found", "message": path, "field": None}})
 
 
@@ -112,6 +130,30 @@ def test_jobs_wait_exit_codes(cli: typer.Typer) -> None:
     bad = runner.invoke(cli, ["jobs", "wait", "job_bad", "--poll-interval", "0.05", "--json"])
     assert bad.exit_code == 1
     assert json.loads(bad.stdout)["error"]["code"] == "training_failed"
+
+
+def test_a_finished_job_shows_its_validation_curve(cli: typer.Typer) -> None:
+    for command in (["jobs", "wait", "job_ok", "--poll-interval", "0.05"], ["jobs", "get", "job_ok"]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 0, result.output
+        assert "val_accuracy per epoch (2 epochs, scale 0.400 to 0.900)" in result.stdout
+        assert "distilled student        ▂█  0.500 → 0.900" in result.stdout
+        assert "baseline (from scratch)  ▁▅  0.400 → 0.700" in result.stdout
+        assert "teacher                  0.950" in result.stdout
+        assert "distill artifacts download job_ok curves.svg" in result.stdout
+    assert "per epoch" not in runner.invoke(cli, ["jobs", "get", "job_ok", "--json"]).stdout
+
+
+def test_sparklines_share_a_scale_and_leave_gaps():
+    from client.ui import curve_lines, sparkline
+
+    assert sparkline([0.0, 0.5, 1.0, None]) == "▁▅█ "
+    assert sparkline([0.3, 0.3]) == "▅▅"
+    assert sparkline([]) == ""
+    assert curve_lines({"history": [{"epoch": 1.0}]}) == []
+    assert curve_lines({"history": [{"val_cosine": 0.8}]})[1] == "  model  ▅  0.800 → 0.800"
+    long = curve_lines({"history": [{"val_accuracy": i / 99} for i in range(100)]}, width=10)
+    assert "▁" in long[1] and long[1].count("█") == 1 and "(100 epochs" in long[0]
 
 
 def test_errors_go_to_stderr_with_exit_1(cli: typer.Typer) -> None:
