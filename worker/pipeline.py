@@ -32,7 +32,7 @@ from worker.engine.models import WeightedEnsemble, count_parameters
 from worker.engine.objective import teacher_capture
 from worker.engine.report import build_report, describe_export, render_summary
 from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
-from worker.engine.train import TrainCallbacks, TrainOutcome, pool_inputs, train_model
+from worker.engine.train import TrainCallbacks, TrainingDiverged, TrainOutcome, pool_inputs, train_model
 from worker.failures import JobFailure
 from worker.inputs import LoadedData, LoadedTeacher
 from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
@@ -247,6 +247,8 @@ class Pipeline(BasePipeline):
                 temperature=temperature,
                 alpha=alpha,
             )
+        except TrainingDiverged as exc:
+            raise JobFailure("training_diverged", str(exc)) from exc
         except ValueError as exc:
             raise JobFailure("invalid_spec", f"distillation: {exc}") from exc
 
@@ -267,9 +269,18 @@ class Pipeline(BasePipeline):
             nonlocal stopped
             if stopped:
                 return float("-inf")
-            outcome = self._train(
-                signals, self.quiet, temperature=temperature, alpha=alpha, training=trial_training
-            )
+            try:
+                outcome = self._train(
+                    signals, self.quiet, temperature=temperature, alpha=alpha, training=trial_training
+                )
+            except JobFailure as failure:
+                if failure.code != "training_diverged":
+                    raise
+                self.event(
+                    f"auto trial: temperature {temperature:g}, alpha {alpha:g} diverged",
+                    {"temperature": temperature, "alpha": alpha, "error": failure.message},
+                )
+                return float("-inf")
             stopped = outcome.stopped
             score = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
             self.event(

@@ -14,7 +14,7 @@ from worker.engine.evaluate import accuracy, predict_logits
 from worker.engine.models import build_model
 from worker.engine.objective import teacher_capture
 from worker.engine.signals import TOPK, TeacherSignals, compute_signals
-from worker.engine.train import NoCallbacks, TrainInputs, pool_inputs, train_model
+from worker.engine.train import NoCallbacks, TrainingDiverged, TrainInputs, pool_inputs, train_model
 
 CPU = torch.device("cpu")
 
@@ -120,6 +120,22 @@ def test_distillation_with_transfer_set() -> None:
     val = blobs(50, 1)
     assert accuracy(predict_logits(student, val.x, CPU), val.y) > 0.9  # type: ignore[arg-type]
     assert teacher.training is False
+
+
+def test_a_diverging_run_stops_with_a_message_naming_the_learning_rate() -> None:
+    train = blobs(60, 0)
+    train.x[5, 1] = np.inf  # one bad value is enough to turn the loss into NaN
+    inputs = TrainInputs(train, blobs(30, 1))
+    with pytest.raises(TrainingDiverged, match=r"epoch 1: .*lower training.learning_rate \(now 0.01\)"):
+        train_model(
+            CFG,
+            inputs,
+            TrainingSpec(epochs=3, learning_rate=0.01),
+            DistillationSpec(),
+            None,
+            CPU,
+            NoCallbacks(),
+        )
 
 
 def test_input_errors() -> None:

@@ -63,6 +63,17 @@ class NoCallbacks:
         return False
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: the message says in which epoch and what to change."""
+
+    def __init__(self, epoch: int, loss: float, learning_rate: float) -> None:
+        super().__init__(
+            f"training diverged in epoch {epoch}: the training loss became {loss}; lower "
+            f"training.learning_rate (now {learning_rate:g}), or check the inputs for NaN or huge values"
+        )
+        self.epoch = epoch
+
+
 @dataclass
 class TrainOutcome:
     model: nn.Module
@@ -160,6 +171,8 @@ def train_model(
             callbacks.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
 
         means = {key: total / n for key, total in objective.named(totals).items()}
+        if not math.isfinite(means["loss"]):
+            raise TrainingDiverged(epoch, means["loss"], training.learning_rate)
         metrics = {"train_loss": means.pop("loss")}
         if signals is not None:
             metrics |= means
