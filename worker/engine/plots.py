@@ -187,4 +187,4 @@ def _validation_panel(ax: Axes, runs: Mapping[str, History], teacher: float | No
         )
     _integer_epochs(ax)
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")  # curves rise; the teacher line is on top
