@@ -44,29 +44,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     return torch.dot(p.reshape(-1), (log_p - log_q).reshape(-1)) * (t * t / b)
 
 
-def kd_loss_and_grad(
-    student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`kd_loss`'s value and its gradient with respect to ``student_logits``, in closed form and
-    without autograd: ``d/dz T^2 * mean_b KL(p || softmax(z / T)) = T * (softmax(z / T) - p) / b``.
-
-    A training step can then backpropagate KD through one multiply (``(z * grad).sum()``, see
-    :class:`~worker.engine.objective.Objective`) instead of the log-softmax's graph: the same gradient
-    (checked against autograd in the tests) for fewer small ops per step. ``teacher_probs`` rows must
-    sum to 1 (the closed form uses it).
-    """
-    t = temperature
-    with torch.no_grad():
-        z = student_logits.detach().float()
-        p = teacher_probs.float()
-        b = max(1, p.numel() // p.shape[-1])
-        log_q = F.log_softmax(z / t, dim=-1)
-        log_p = torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
-        value = torch.dot(p.reshape(-1), (log_p - log_q).reshape(-1)) * (t * t / b)
-        grad = log_q.exp_().sub_(p).mul_(t / b)
-    return value, grad
-
-
 def hinton_kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:

@@ -41,7 +41,7 @@ from worker.engine.losses import (
     dkd_loss,
     hint_loss,
     hint_projection,
-    kd_loss_and_grad,
+    kd_loss,
     logit_mse_loss,
     masked_cross_entropy,
 )
@@ -158,16 +158,13 @@ class Objective:
             return probs_at[temperature]
 
         values: list[torch.Tensor] = []
-        closed_form: torch.Tensor | None = None  # sum of weight * KD gradient, for the closed-form terms
         for index, term in enumerate(self.terms):
             spec = term.spec
             if isinstance(spec, CELoss):
                 value = masked_cross_entropy(logits, labels, labeled_mask)
             elif isinstance(spec, KDLoss):
                 t = self.temperature if spec.temperature is None else spec.temperature
-                value, grad = kd_loss_and_grad(logits, teacher_probs(t), t)
-                grad = grad.mul_(spec.weight)
-                closed_form = grad if closed_form is None else closed_form.add_(grad)
+                value = kd_loss(logits, teacher_probs(t), t)
             elif isinstance(spec, LogitMSELoss):
                 assert teacher is not None
                 value = logit_mse_loss(logits, teacher.logits)
@@ -194,16 +191,10 @@ class Objective:
                     term.layer_map,
                 )
             values.append(value)
-        if len(values) == 1 and closed_form is None and self.terms[0].spec.weight == 1.0:
-            return values[0], values[0].detach().expand(2)  # e.g. plain training: no extra ops
+        if len(values) == 1 and self.terms[0].spec.weight == 1.0:  # e.g. plain training: no extra ops
+            return values[0], values[0].detach().expand(2)
         stacked = torch.stack(values)
         loss = torch.dot(self._weights_on(logits.device), stacked)
-        if closed_form is not None:
-            # KD terms enter with their closed-form gradient (kd_loss_and_grad): ``s = (z * g).sum()``
-            # has gradient ``g`` with respect to the logits; ``s - s.detach()`` adds it without changing
-            # the loss's value, which already counts the KD values.
-            surrogate = (logits * closed_form).sum()
-            loss = loss + (surrogate - surrogate.detach())
         return loss, torch.cat([loss.detach().reshape(1), stacked.detach()])
 
     def named(self, values: torch.Tensor) -> dict[str, float]:
