@@ -9,7 +9,8 @@ It starts ``distill standalone`` (API + worker, SQLite, filesystem queue, local 
 4. distils the same student from the teacher on the transfer set (Hinton et al., 2015);
 
 then compares the three (accuracy, size, CPU speed), writes ``results.json`` and downloads the distilled
-student. Everything worth tuning is in the constants below.
+student with its report and training curves (``curves.svg``). Everything worth tuning is in the
+constants below.
 """
 
 from __future__ import annotations
@@ -458,7 +459,7 @@ def run_demo(home: Path, output: Path, port: int, poll_interval: float, console:
             names = {item.get("name") for item in client.list_artifacts(distilled["id"]).get("data", [])}
             downloaded = [
                 client.download_artifact(distilled["id"], name, output)
-                for name in ("model.safetensors", "report.json")
+                for name in ("model.safetensors", "report.json", "curves.svg")
                 if name in names
             ]
         summary["downloads"] = [str(path) for path in downloaded]
