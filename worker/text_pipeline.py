@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from distill.spec import EncoderConfig
+from worker.engine.train import TrainingDiverged
 from worker.failures import JobFailure
 from worker.inputs import LoadedTextData, LoadedTextTeacher
 from worker.pipeline import (
@@ -77,6 +78,8 @@ class TextPipeline(BasePipeline):
                 outcome, student, tokenizer, metrics, cache_info = self._teacher_job()
             else:
                 outcome, student, tokenizer, metrics, cache_info = self._classifier()
+        except TrainingDiverged as exc:
+            raise JobFailure("training_diverged", str(exc)) from exc
         except ValueError as exc:
             raise JobFailure("invalid_spec", f"model: {exc}") from exc
         if outcome is None:

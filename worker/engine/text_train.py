@@ -35,7 +35,7 @@ from worker.engine.text import (
     encoder_of,
     tokenize,
 )
-from worker.engine.train import NoCallbacks, TrainCallbacks
+from worker.engine.train import NoCallbacks, TrainCallbacks, check_finite
 
 TextCallbacks = TrainCallbacks
 """Text training reports through the same callbacks as :func:`worker.engine.train.train_model`."""
@@ -282,6 +282,7 @@ def distill_embeddings(
                     totals[key] = totals.get(key, 0.0) + value * len(idx)
                 cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
             metrics = {("train_loss" if k == "loss" else k): v / n for k, v in totals.items()}
+            check_finite(epoch, metrics["train_loss"], lr)
             student.eval()
             with torch.inference_mode():
                 val = _run_batched(student.pooled, val_tokens, dev, 64)
@@ -394,6 +395,7 @@ def train_text_classifier(
                 val_logits = model.head(feats_val.to(dev)).float().cpu()
             else:
                 val_logits = _run_batched(model, val_tokens, dev, 64)
+        check_finite(epoch, total / n, lr)
         metrics = {
             "train_loss": total / n,
             "val_accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
@@ -667,6 +669,7 @@ def distill_text_classifier(
                 totals[key] = totals.get(key, 0.0) + value * len(idx)
             cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
         metrics = {key: total / n for key, total in totals.items()}
+        check_finite(epoch, metrics["train_loss"], lr)
         student.eval()
         val_logits = _run_batched(student, val_tokens, dev, 64)
         metrics["val_accuracy"] = (val_logits.argmax(1) == y_val).float().mean().item()

@@ -74,6 +74,12 @@ class TrainingDiverged(ValueError):
         self.epoch = epoch
 
 
+def check_finite(epoch: int, loss: float, learning_rate: float) -> None:
+    """Raise :class:`TrainingDiverged` when an epoch's training loss is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(epoch, loss, learning_rate)
+
+
 @dataclass
 class TrainOutcome:
     model: nn.Module
@@ -171,8 +177,7 @@ def train_model(
             callbacks.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
 
         means = {key: total / n for key, total in objective.named(totals).items()}
-        if not math.isfinite(means["loss"]):
-            raise TrainingDiverged(epoch, means["loss"], training.learning_rate)
+        check_finite(epoch, means["loss"], training.learning_rate)
         metrics = {"train_loss": means.pop("loss")}
         if signals is not None:
             metrics |= means
