@@ -173,7 +173,7 @@ class TextPipeline(BasePipeline):
         )
 
     def _embedding(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
-        from worker.engine.text import count_text_parameters, encoder_of
+        from worker.engine.text import encoder_of
         from worker.engine.text_train import distill_embeddings
 
         assert self.teacher is not None
@@ -205,32 +205,10 @@ class TextPipeline(BasePipeline):
             return None, None, None, {}, None
         self._store_outputs(cache_info, outcome.teacher_train, outcome.teacher_val)
         cosine = outcome.history[-1]["val_cosine"]
-        t_params, s_params = count_text_parameters(teacher), count_text_parameters(student)
-        t_latency, s_latency = self._latency(teacher, student, tokenizer)
-        speedup = t_latency / s_latency if s_latency > 0 else None
-        result = {
-            "cosine_to_teacher": round(cosine, 6),
-            "parameters": s_params,
-            "teacher_parameters": t_params,
-            "compression_ratio": round(t_params / s_params, 3),
-            "speedup": round(speedup, 3) if speedup is not None else None,
-        }
-        report = {
-            "student": {
-                "val_cosine": cosine,
-                "parameters": s_params,
-                "cpu_latency_seconds": s_latency,
-                "cpu_latency_ms": 1000 * s_latency,
-            },
-            "teacher": {
-                "source": self.teacher.field,
-                "name": self.teacher.name,
-                "parameters": t_params,
-                "cpu_latency_seconds": t_latency,
-                "cpu_latency_ms": 1000 * t_latency,
-            },
-            "speedup": speedup,
-        }
+        compared, report = self._against_teacher(
+            teacher, student, tokenizer, student_metrics={"val_cosine": cosine}, teacher_metrics={}
+        )
+        result = {"cosine_to_teacher": round(cosine, 6), **compared}
         return outcome, student, tokenizer, {"result": result, "report": report}, cache_info
 
     def _teacher_job(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
@@ -293,7 +271,7 @@ class TextPipeline(BasePipeline):
         return outcome, model, tokenizer, {"result": result, "report": report}, None
 
     def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
-        from worker.engine.text import TextClassifier, count_text_parameters
+        from worker.engine.text import TextClassifier
         from worker.engine.text_train import TextLoss, distill_text_classifier, text_logits
 
         assert self.teacher is not None
@@ -385,35 +363,21 @@ class TextPipeline(BasePipeline):
         last = outcome.history[-1]
         assert outcome.teacher_val is not None
         teacher_accuracy = float((outcome.teacher_val.argmax(1).numpy() == val.y).mean())
-        t_params, s_params = count_text_parameters(teacher), count_text_parameters(student)
-        t_latency, s_latency = self._latency(teacher, student, tokenizer)
-        speedup = t_latency / s_latency if s_latency > 0 else None
-        result = {
-            "test_accuracy": round(last["val_accuracy"], 6),
-            "parameters": s_params,
-            "teacher_test_accuracy": round(teacher_accuracy, 6),
-            "agreement_with_teacher": round(last["val_agreement"], 6),
-            "teacher_parameters": t_params,
-            "compression_ratio": round(t_params / s_params, 3),
-            "speedup": round(speedup, 3) if speedup is not None else None,
-        }
-        report = {
-            "student": {
+        compared, report = self._against_teacher(
+            teacher,
+            student,
+            tokenizer,
+            student_metrics={
                 "test_accuracy": last["val_accuracy"],
                 "agreement_with_teacher": last["val_agreement"],
-                "parameters": s_params,
-                "cpu_latency_seconds": s_latency,
-                "cpu_latency_ms": 1000 * s_latency,
             },
-            "teacher": {
-                "source": self.teacher.field,
-                "name": self.teacher.name,
-                "test_accuracy": teacher_accuracy,
-                "parameters": t_params,
-                "cpu_latency_seconds": t_latency,
-                "cpu_latency_ms": 1000 * t_latency,
-            },
-            "speedup": speedup,
+            teacher_metrics={"test_accuracy": teacher_accuracy},
+        )
+        result = {
+            "test_accuracy": round(last["val_accuracy"], 6),
+            "teacher_test_accuracy": round(teacher_accuracy, 6),
+            "agreement_with_teacher": round(last["val_agreement"], 6),
+            **compared,
         }
         metrics = {
             "result": result,
@@ -591,6 +555,49 @@ class TextPipeline(BasePipeline):
             tensors["val"] = val.contiguous()
         self.cache.put(info["key"], safetensors.torch.save(tensors))
         self.event("teacher outputs computed once and cached", info)
+
+    def _against_teacher(
+        self,
+        teacher: Any,
+        student: Any,
+        tokenizer: Any,
+        *,
+        student_metrics: dict[str, Any],
+        teacher_metrics: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What every text job with a teacher reports alike: parameters, CPU latency, compression and
+        speed-up. ``(result fields, report sections student / teacher / speedup)``, each section starting
+        with the task's own metrics."""
+        from worker.engine.text import count_text_parameters
+
+        assert self.teacher is not None
+        t_params, s_params = count_text_parameters(teacher), count_text_parameters(student)
+        t_latency, s_latency = self._latency(teacher, student, tokenizer)
+        speedup = t_latency / s_latency if s_latency > 0 else None
+        result = {
+            "parameters": s_params,
+            "teacher_parameters": t_params,
+            "compression_ratio": round(t_params / s_params, 3),
+            "speedup": round(speedup, 3) if speedup is not None else None,
+        }
+        report = {
+            "student": {
+                **student_metrics,
+                "parameters": s_params,
+                "cpu_latency_seconds": s_latency,
+                "cpu_latency_ms": 1000 * s_latency,
+            },
+            "teacher": {
+                "source": self.teacher.field,
+                "name": self.teacher.name,
+                **teacher_metrics,
+                "parameters": t_params,
+                "cpu_latency_seconds": t_latency,
+                "cpu_latency_ms": 1000 * t_latency,
+            },
+            "speedup": speedup,
+        }
+        return result, report
 
     def _latency(self, teacher: Any, student: Any, tokenizer: Any) -> tuple[float, float]:
         """Median CPU seconds of one forward pass over a batch (teacher's, student's; 0.0 without one)."""
