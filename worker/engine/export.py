@@ -255,18 +255,9 @@ def check_onnx(onnx_bytes: bytes, model: nn.Module, x: np.ndarray) -> dict[str, 
     ``top1_mismatches``, ``max_abs_logit_diff``, ``tolerance`` and ``ok``. Raises :class:`ExportError`
     when onnxruntime cannot load or run the model.
     """
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ExportError("checking ONNX needs the 'onnxruntime' package (pip install onnxruntime)") from exc
+    session, runtime = onnx_session(onnx_bytes)
     x = _check_inputs(x)
     try:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(
-            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
         input_name = session.get_inputs()[0].name
         outputs = [
             np.asarray(session.run(None, {input_name: x[start : start + CHECK_BATCH]})[0])
@@ -274,9 +265,26 @@ def check_onnx(onnx_bytes: bytes, model: nn.Module, x: np.ndarray) -> dict[str, 
         ]
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the ONNX model: {exc}") from exc
-    return compare_logits(
-        f"onnxruntime {onnxruntime.__version__}", _reference_logits(model, x), np.concatenate(outputs)
-    )
+    return compare_logits(runtime, _reference_logits(model, x), np.concatenate(outputs))
+
+
+def onnx_session(onnx_bytes: bytes) -> tuple[Any, str]:
+    """An onnxruntime CPU session for ``onnx_bytes`` (as many threads as torch uses) and the runtime's name
+    for reports. Raises :class:`ExportError` when onnxruntime is missing or cannot load the model."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ExportError("checking ONNX needs the 'onnxruntime' package (pip install onnxruntime)") from exc
+    try:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        raise ExportError(f"onnxruntime cannot run the ONNX model: {exc}") from exc
+    return session, f"onnxruntime {onnxruntime.__version__}"
 
 
 def check_torchscript(ts_bytes: bytes, model: nn.Module, x: np.ndarray) -> dict[str, Any]:

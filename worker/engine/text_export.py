@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.engine.export import CHECK_ATOL, ONNX_OPSET, ExportError, compare_logits
+from worker.engine.export import CHECK_ATOL, ONNX_OPSET, ExportError, compare_logits, onnx_session
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
     TextClassifier,
@@ -260,28 +260,19 @@ def check_text_onnx(
     (:func:`worker.engine.export.compare_logits`); an embedding model: ``max_abs_diff``, ``min_cosine``,
     ``mean_cosine``. Both: ``runtime``, ``examples``, ``tolerance``, ``ok``. Raises :class:`ExportError`
     when onnxruntime cannot load or run the model."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise ExportError("checking ONNX needs the 'onnxruntime' package (pip install onnxruntime)") from exc
+    session, runtime = onnx_session(onnx_bytes)
     batches = _batches(tokenizer, texts, max_length)
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+
     try:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = max(1, torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(
-            onnx_bytes, sess_options=options, providers=["CPUExecutionProvider"]
-        )
-
-        def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
-
         reference, exported = _run_both(model, run, batches)
     except ExportError:
         raise
     except Exception as exc:
         raise ExportError(f"onnxruntime cannot run the ONNX model: {exc}") from exc
-    return _compare(model, f"onnxruntime {onnxruntime.__version__}", reference, exported)
+    return _compare(model, runtime, reference, exported)
 
 
 def check_text_torchscript(
