@@ -104,12 +104,45 @@ class BasePipeline:
             return {}
         return {CURVES: svg}
 
-    def auto_chose(self, choice: AutoChoice) -> None:
-        """The event that says which ``"auto"`` temperature / alpha the trials chose, and why."""
+    def choose_auto(self, run_trial: Callable[[float, float, int], Any]) -> AutoChoice | None:
+        """``"auto"`` temperature / alpha: short trials (a quarter of the epochs, at least one), each
+        ``run_trial(temperature, alpha, epochs)`` scored by its last validation accuracy, an event per trial
+        and one for the choice and why (None: cancelled). A trial that fails as ``training_diverged`` scores
+        -inf instead of failing the job."""
+        spec = self.spec.distillation
+        epochs = max(1, self.spec.training.epochs // 4)
+        stopped = False
+
+        def score(temperature: float, alpha: float) -> float:
+            nonlocal stopped
+            if stopped:
+                return float("-inf")
+            try:
+                outcome = run_trial(temperature, alpha, epochs)
+            except JobFailure as failure:
+                if failure.code != "training_diverged":
+                    raise
+                self.event(
+                    f"auto trial: temperature {temperature:g}, alpha {alpha:g} diverged",
+                    {"temperature": temperature, "alpha": alpha, "error": failure.message},
+                )
+                return float("-inf")
+            stopped = outcome.stopped
+            value = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
+            self.event(
+                f"auto trial: temperature {temperature:g}, alpha {alpha:g}",
+                {"temperature": temperature, "alpha": alpha, "val_accuracy": value, "epochs": epochs},
+            )
+            return float(value)
+
+        choice = choose(spec.temperature, spec.alpha, spec.auto_budget, score)
+        if stopped:
+            return None
         self.event(
             f"auto chose temperature {choice.temperature:g}, alpha {choice.alpha:g}",
             {"temperature": choice.temperature, "alpha": choice.alpha, "reason": choice.reason},
         )
+        return choice
 
 
 class Pipeline(BasePipeline):
@@ -260,45 +293,15 @@ class Pipeline(BasePipeline):
             return AutoChoice(
                 temperature=t if isinstance(t, float) else 4.0, alpha=a if isinstance(a, float) else 0.9
             )
-        trial_training = self.spec.training.model_copy(
-            update={"epochs": max(1, self.spec.training.epochs // 4)}
-        )
-        stopped = False
-
-        def trial(temperature: float, alpha: float) -> float:
-            nonlocal stopped
-            if stopped:
-                return float("-inf")
-            try:
-                outcome = self._train(
-                    signals, self.quiet, temperature=temperature, alpha=alpha, training=trial_training
-                )
-            except JobFailure as failure:
-                if failure.code != "training_diverged":
-                    raise
-                self.event(
-                    f"auto trial: temperature {temperature:g}, alpha {alpha:g} diverged",
-                    {"temperature": temperature, "alpha": alpha, "error": failure.message},
-                )
-                return float("-inf")
-            stopped = outcome.stopped
-            score = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
-            self.event(
-                f"auto trial: temperature {temperature:g}, alpha {alpha:g}",
-                {
-                    "temperature": temperature,
-                    "alpha": alpha,
-                    "val_accuracy": score,
-                    "epochs": trial_training.epochs,
-                },
+        return self.choose_auto(
+            lambda temperature, alpha, epochs: self._train(
+                signals,
+                self.quiet,
+                temperature=temperature,
+                alpha=alpha,
+                training=self.spec.training.model_copy(update={"epochs": epochs}),
             )
-            return score
-
-        choice = choose(spec.temperature, spec.alpha, spec.auto_budget, trial)
-        if stopped:
-            return None
-        self.auto_chose(choice)
-        return choice
+        )
 
     # -- evaluation and exports ---------------------------------------------------------------------------
 

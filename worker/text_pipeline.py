@@ -7,7 +7,6 @@ import hashlib
 import logging
 import platform
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -27,7 +26,6 @@ from worker.pipeline import (
 from worker.teacher_cache import cache_digest
 
 if TYPE_CHECKING:
-    from worker.engine.auto import AutoChoice
     from worker.engine.text_train import TextTrainOutcome
 
 log = logging.getLogger(__name__)
@@ -343,8 +341,8 @@ class TextPipeline(BasePipeline):
                 teacher_logits = text_logits(
                     teacher, tokenizer, pool, max_length=self.max_length, device=self.device
                 )
-            choice = self._auto(
-                lambda tt, a: distill(tt, a, max(1, t.epochs // 4), self.quiet, teacher_logits)
+            choice = self.choose_auto(
+                lambda tt, a, epochs: distill(tt, a, epochs, self.quiet, teacher_logits)[1]
             )
             if choice is None:
                 return None, None, None, {}, None
@@ -387,33 +385,6 @@ class TextPipeline(BasePipeline):
             "chosen": chosen,
         }
         return outcome, student, tokenizer, metrics, cache_info
-
-    def _auto(self, trial: Callable[[float, float], tuple[Any, TextTrainOutcome]]) -> AutoChoice | None:
-        """``"auto"`` temperature/alpha: short runs (a quarter of the epochs), scored on the validation texts
-        as in tabular jobs (None: cancelled)."""
-        from worker.engine.auto import choose
-
-        spec, epochs = self.spec.distillation, max(1, self.spec.training.epochs // 4)
-        stopped = False
-
-        def score(temperature: float, alpha: float) -> float:
-            nonlocal stopped
-            if stopped:
-                return float("-inf")
-            _, outcome = trial(temperature, alpha)
-            stopped = outcome.stopped
-            value = outcome.history[-1]["val_accuracy"] if outcome.history else float("-inf")
-            self.event(
-                f"auto trial: temperature {temperature:g}, alpha {alpha:g}",
-                {"temperature": temperature, "alpha": alpha, "val_accuracy": value, "epochs": epochs},
-            )
-            return value
-
-        choice = choose(spec.temperature, spec.alpha, spec.auto_budget, score)
-        if stopped:
-            return None
-        self.auto_chose(choice)
-        return choice
 
     def _baseline(
         self, teacher: Any, tokenizer: Any, teacher_val: torch.Tensor
