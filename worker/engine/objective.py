@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -62,22 +63,25 @@ def loss_specs(distillation: DistillationSpec, *, alpha: float, has_teacher: boo
 
 def teacher_capture(distillation: DistillationSpec) -> list[str]:
     """The teacher layers to capture for these losses (pass as ``compute_signals(capture=...)``)."""
-    names: list[str] = []
-    for spec in distillation.losses or []:
-        name = spec.teacher_layer if isinstance(spec, HintLoss) else None
-        name = ATTENTIONS if isinstance(spec, AttentionLoss) else name
-        if name is not None and name not in names:
-            names.append(name)
-    return names
+    return _captured(distillation, "teacher")
 
 
 def student_capture(distillation: DistillationSpec) -> list[str]:
     """The student layers the losses read (hint layers, and the attention maps for attention losses)."""
+    return _captured(distillation, "student")
+
+
+def _captured(distillation: DistillationSpec, side: Literal["student", "teacher"]) -> list[str]:
+    """Each hint loss's layer on ``side`` and :data:`ATTENTIONS` for attention losses, once each, in order."""
     names: list[str] = []
     for spec in distillation.losses or []:
-        name = spec.student_layer if isinstance(spec, HintLoss) else None
-        name = ATTENTIONS if isinstance(spec, AttentionLoss) else name
-        if name is not None and name not in names:
+        if isinstance(spec, HintLoss):
+            name = spec.student_layer if side == "student" else spec.teacher_layer
+        elif isinstance(spec, AttentionLoss):
+            name = ATTENTIONS
+        else:
+            continue
+        if name not in names:
             names.append(name)
     return names
 
