@@ -290,7 +290,7 @@ class StoredModelConfig(_Strict):
         """The model's layer names (``named_modules()`` of the engine's ``nn.Sequential``: "0", "1", …).
 
         Known without PyTorch so that the API can check a loss's layer names on submission; a unit test
-        keeps this in step with ``worker.engine.models.build_model``.
+        keeps this in step with ``distill.nets.build_model``.
         """
         if isinstance(self.model, MLPConfig):
             count = 1 + 3 * len(self.model.hidden) + 1  # flatten, (linear, relu, dropout)*, head

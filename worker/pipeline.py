@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
+from distill.nets import count_parameters
 from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.auto import AutoChoice, choose
+from worker.engine.ensemble import WeightedEnsemble
 from worker.engine.evaluate import summarize
 from worker.engine.export import (
     ExportError,
@@ -28,7 +30,6 @@ from worker.engine.export import (
     model_to_safetensors,
     model_to_torchscript,
 )
-from worker.engine.models import WeightedEnsemble, count_parameters
 from worker.engine.objective import teacher_capture
 from worker.engine.report import build_report, describe_export, render_summary
 from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k

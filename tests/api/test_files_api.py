@@ -10,9 +10,9 @@ import pytest
 from factories import csv_bytes, digits_arrays, npz_bytes
 from fastapi.testclient import TestClient
 
+from distill.nets import build_model
 from distill.spec import MLPConfig, StoredModelConfig
 from worker.engine.export import model_to_safetensors
-from worker.engine.models import build_model
 
 
 def upload(client: TestClient, headers: dict[str, str], name: str, data: bytes, purpose: str = "dataset"):

@@ -197,9 +197,9 @@ def test_a_job_whose_input_was_deleted_fails_with_a_message_that_says_what_to_fi
 
 
 def test_a_teacher_whose_weights_do_not_match_its_config_fails_the_job(acme, tmp_path):
+    from distill.nets import build_model
     from distill.spec import MLPConfig, StoredModelConfig
     from worker.engine.export import model_to_safetensors
-    from worker.engine.models import build_model
 
     real = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[8, 8], num_classes=10)
     blob = model_to_safetensors(build_model(real), real)

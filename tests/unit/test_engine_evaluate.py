@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from distill.datasets import ArrayDataset
+from distill.nets import build_model, count_parameters
 from distill.spec import MLPConfig, StoredModelConfig
 from worker.engine.evaluate import (
     accuracy,
@@ -20,7 +21,6 @@ from worker.engine.evaluate import (
     summarize,
 )
 from worker.engine.export import model_to_safetensors
-from worker.engine.models import build_model, count_parameters
 
 CPU = torch.device("cpu")
 

@@ -14,6 +14,7 @@ import safetensors.torch
 import torch
 
 from distill.modelfile import FORMAT_KEY, METADATA_KEY, ModelFileError, inspect_model_file
+from distill.nets import build_model, count_parameters
 from distill.spec import CNNConfig, MLPConfig, StoredModelConfig
 from worker.engine.export import (
     CHECK_BATCH,
@@ -25,7 +26,6 @@ from worker.engine.export import (
     model_to_safetensors,
     model_to_torchscript,
 )
-from worker.engine.models import build_model, count_parameters
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,13 @@
-"""worker.engine.models and worker.engine.device."""
+"""distill.nets and worker.engine.device."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from distill.nets import build_model, count_parameters
 from distill.spec import CNNConfig, MLPConfig, StoredModelConfig
 from worker.engine.device import resolve_device
-from worker.engine.models import build_model, count_parameters
 
 
 def cfg(model: MLPConfig | CNNConfig, shape: list[int], classes: int = 10) -> StoredModelConfig:
@@ -86,9 +86,9 @@ def test_engine_imports_no_service_libraries() -> None:
     import subprocess
     import sys
 
-    mods = "data, device, evaluate, export, losses, models, train"
+    mods = "data, device, ensemble, evaluate, export, losses, train"
     code = (
-        f"import sys; from worker.engine import {mods}; "
+        f"import sys; from worker.engine import {mods}; import distill.nets; "
         "print(sorted(m for m in ('celery', 'sqlalchemy', 'boto3', 'fastapi') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

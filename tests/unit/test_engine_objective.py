@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.nets import build_model
 from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig
 from worker.engine.features import FeatureCapture
 from worker.engine.losses import dkd_loss, kd_loss
-from worker.engine.models import build_model
 from worker.engine.objective import Objective, build_objective, student_capture, teacher_capture
 from worker.engine.signals import TeacherBatch, compute_signals
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from distill.datasets import ArrayDataset
+from distill.nets import build_model
 from distill.spec import MLPConfig, StoredModelConfig
 from worker.engine.evaluate import summarize
 from worker.engine.export import check_onnx, model_to_onnx, model_to_safetensors
-from worker.engine.models import build_model
 from worker.engine.report import BASELINE_DESCRIPTION, build_report, describe_export, render_summary
 
 CPU = torch.device("cpu")

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.nets import build_model
 from distill.spec import CNNConfig, MLPConfig, StoredModelConfig
 from worker.engine.features import FeatureCapture, layer_names
-from worker.engine.models import build_model
 from worker.engine.signals import TOPK, TeacherSignals, compute_signals
 
 CPU = torch.device("cpu")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from distill.datasets import ArrayDataset
+from distill.nets import build_model
 from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.evaluate import accuracy, predict_logits
-from worker.engine.models import build_model
 from worker.engine.objective import teacher_capture
 from worker.engine.signals import TOPK, TeacherSignals, compute_signals
 from worker.engine.train import NoCallbacks, TrainingDiverged, TrainInputs, pool_inputs, train_model

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from distill.datasets import ArrayDataset
+from distill.nets import count_parameters
 from distill.spec import StoredModelConfig
 from worker.engine.export import model_to_safetensors
-from worker.engine.models import count_parameters
 
 THROUGHPUT_BATCH = 64
 ECE_BINS = 15

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from distill.modelfile import FORMAT_KEY, FORMAT_VERSION, METADATA_KEY, ModelFileError, inspect_model_file
+from distill.nets import build_model
 from distill.spec import StoredModelConfig
-from worker.engine.models import build_model
 
 
 def model_to_safetensors(model: nn.Module, cfg: StoredModelConfig) -> bytes:

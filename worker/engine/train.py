@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.datasets import ArrayDataset
+from distill.nets import build_model
 from distill.spec import DistillationSpec, StoredModelConfig, TrainingSpec
 from worker.engine.evaluate import autocast, predict_logits
 from worker.engine.features import FeatureCapture
-from worker.engine.models import build_model
 from worker.engine.objective import build_objective
 from worker.engine.signals import TeacherSignals
 

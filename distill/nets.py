@@ -1,4 +1,7 @@
-"""Student (and teacher) architectures, built from a :class:`StoredModelConfig`.
+"""Tabular architectures (MLP, CNN), built from a :class:`StoredModelConfig`: torch only.
+
+Shared by the worker (which trains them) and the client's model loader (which rebuilds a downloaded
+student), so a model file always rebuilds the same module wherever it is read.
 
 Models are plain ``nn.Sequential`` stacks, so parameter names (``"1.weight"``, ...) depend on the config
 only: a saved ``state_dict`` loads into ``build_model`` of the same config. Dropout layers are always present
@@ -28,7 +31,7 @@ def build_model(cfg: StoredModelConfig) -> nn.Module:
         return _build_mlp(cfg.model, cfg.input_shape, cfg.num_classes)
     if isinstance(cfg.model, CNNConfig):
         return _build_cnn(cfg.model, cfg.input_shape, cfg.num_classes)
-    raise ValueError(f"{cfg.model.arch} models are text models; build them with worker.engine.text")
+    raise ValueError(f"{cfg.model.arch} models are text models; they are not built here")
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -69,23 +72,3 @@ def _build_cnn(cfg: CNNConfig, input_shape: list[int], num_classes: int) -> nn.S
         in_channels = channels
     layers += [avg(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(in_channels, num_classes)]
     return nn.Sequential(*layers)
-
-
-class WeightedEnsemble(nn.Module):
-    """Several teachers as one model: log of the weighted mean of their class probabilities.
-
-    Its top class is the mixture's, which is what a student of several teachers learns; reports use it to
-    measure "the teacher" when there are several.
-    """
-
-    def __init__(self, members: list[nn.Module], weights: list[float]) -> None:
-        super().__init__()
-        total = sum(weights)
-        self.members = nn.ModuleList(members)
-        self.weights: torch.Tensor
-        self.register_buffer("weights", torch.tensor([w / total for w in weights]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([member(x).float().softmax(dim=-1) for member in self.members])
-        weights = self.weights.view(-1, *([1] * (probs.ndim - 1)))
-        return (probs * weights).sum(dim=0).clamp_min(1e-12).log()
