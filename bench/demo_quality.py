@@ -31,16 +31,17 @@ from client.demo import (
     TRANSFER_SIZE,
 )
 from distill.datasets import ArrayDataset
-from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
+from distill.nets import fit_standardization
+from distill.spec import DistillationSpec, JobSpec, Standardization, StoredModelConfig, TrainingSpec
 from worker.engine.data import load_builtin
 from worker.engine.evaluate import accuracy, predict_logits
 from worker.engine.signals import compute_signals
 from worker.engine.train import NoCallbacks, TrainInputs, pool_inputs, train_model
 
 
-def _config(model: dict[str, object]) -> StoredModelConfig:
+def _config(model: dict[str, object], standardize: Standardization | None) -> StoredModelConfig:
     spec = JobSpec.model_validate({"data": {"train": {"builtin": "mnist1d"}}, "model": model})
-    return StoredModelConfig(model=spec.model, input_shape=[40], num_classes=10)
+    return StoredModelConfig(model=spec.model, input_shape=[40], num_classes=10, standardize=standardize)
 
 
 def main() -> None:
@@ -48,6 +49,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--no-standardize", action="store_true", help="as a job with data.standardize false")
     args = parser.parse_args()
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,6 +59,8 @@ def main() -> None:
     arrays = make_dataset(generated)
     transfer = ArrayDataset(np.concatenate([arrays["x"], arrays["x_test"]]).astype(np.float32), None)
     distillation = DistillationSpec.model_validate(DISTILLATION)
+    # as a job does: standardisation fitted on the training split, built into each model
+    standardize = None if args.no_standardize else fit_standardization(train.x)
 
     def run(
         model: dict[str, object],
@@ -70,7 +74,7 @@ def main() -> None:
         if teacher is not None:  # the runner caches these; here they are recomputed (and timed) per run
             signals = compute_signals([teacher], [1.0], pool_inputs(inputs), device)
         outcome = train_model(
-            _config(model),
+            _config(model, standardize),
             inputs,
             TrainingSpec.model_validate({**training, "seed": seed}),
             distillation,

@@ -54,6 +54,11 @@ class DataSpec(_Strict):
     validation: DataRef | None = None
     transfer: DataRef | None = None
     augment: AugmentSpec | None = None
+    standardize: bool = True
+    """Tabular jobs: fit per-feature standardisation on the training split and build it into the model."""
+    test: DataRef | None = None
+    """Where ``test_accuracy`` is measured (no choice sees it); None: the builtin's official test split,
+    else a seeded held-out part of the training file."""
 
 
 class MLPConfig(_Strict):
@@ -272,12 +277,21 @@ class JobSpec(_Strict):
         return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
 
 
+class Standardization(_Strict):
+    """Per-feature ``(x - mean) / std`` (flattened input order), fitted on a job's training split: the model
+    applies it as its first layer (``standardize``), so it takes raw features."""
+
+    mean: list[float]
+    std: list[Annotated[float, Field(gt=0)]]
+
+
 class StoredModelConfig(_Strict):
     """What a ``.safetensors`` model carries in its metadata (key ``distill.config``): self-describing."""
 
     model: ModelConfig
     input_shape: list[Annotated[int, Field(gt=0)]] = Field(min_length=1, max_length=3)
     num_classes: int = Field(ge=2)
+    standardize: Standardization | None = None
 
     @field_validator("model")
     @classmethod
@@ -301,4 +315,5 @@ class StoredModelConfig(_Strict):
             )  # (conv, relu, pool)*, avg, flatten, dropout, head
         else:
             return []
-        return [str(i) for i in range(count)]
+        first = ["standardize"] if self.standardize is not None else []
+        return first + [str(i) for i in range(count)]

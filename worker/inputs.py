@@ -6,7 +6,7 @@ Files and teacher jobs are looked up within the job's tenant, never by id alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,16 @@ class LoadedData:
     num_classes: int
     augmented: int = 0
     """Jittered inputs added to the transfer set by ``data.augment``."""
+    splits: dict[str, str] = field(default_factory=dict)
+    """Where the ``validation`` and ``test`` splits come from (see :meth:`InputLoader.data`)."""
 
     def summary(self, teachers: int) -> dict[str, Any]:
         inputs = self.inputs
         return {
             "train_examples": len(inputs.train.x),
             "validation_examples": len(inputs.validation.x),
+            "test_examples": len(inputs.evaluation.x),
+            "splits": dict(self.splits),
             "transfer_examples": 0 if inputs.transfer is None else len(inputs.transfer.x),
             "augmented_examples": self.augmented,
             "input_shape": self.input_shape,
@@ -72,12 +76,22 @@ class LoadedTextData:
     """Whether ``validation`` was split off the training set (no ``data.validation``)."""
     transfer: TextDataset | None = None
     """``data.transfer``: more texts for the teacher to label (their own labels, if any, are not used)."""
+    test: TextDataset | None = None
+    """Where the final figures are measured, when not ``validation`` (see :meth:`InputLoader.text_data`)."""
+    splits: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def evaluation(self) -> TextDataset:
+        """The split the final figures (``test_accuracy``...) are measured on."""
+        return self.validation if self.test is None else self.test
 
     def summary(self, teachers: int) -> dict[str, Any]:
         return {
             "kind": "text",
             "train_examples": len(self.train),
             "validation_examples": len(self.validation),
+            "test_examples": len(self.evaluation),
+            "splits": dict(self.splits),
             "transfer_examples": 0 if self.transfer is None else len(self.transfer),
             "held_out_validation": self.held_out,
             "num_classes": self.num_classes,
@@ -126,16 +140,39 @@ class InputLoader:
     # -- data ---------------------------------------------------------------------------------------
 
     def data(self, spec: JobSpec) -> LoadedData:
-        train, held_out = self._dataset(spec.data.train, "data.train")
+        """The job's splits. ``test`` (where ``test_accuracy`` is measured) is ``data.test``, else the
+        builtin's official test split, else a seeded 20% of the training file (the same for every job, so a
+        teacher and its students meet the same examples). ``validation`` (per-epoch metrics, and where
+        ``"auto"`` trials choose) is ``data.validation``, else the test split when nothing is chosen, else
+        a seeded 20% of what is left of the training data: no choice ever sees the test split."""
+        train, official = self._dataset(spec.data.train, "data.train")
         if train.y is None:
             raise JobFailure("invalid_dataset", "data.train: the training set has no labels")
         num_classes = int(train.y.max()) + 1
+        chooses = spec.distillation.uses_auto and bool(spec.teachers)
+        validation: ArrayDataset | None = None
         if spec.data.validation is not None:
             validation, _ = self._dataset(spec.data.validation, "data.validation")
-        elif held_out is not None:
-            validation = held_out
+        if spec.data.test is not None:
+            test, _ = self._dataset(spec.data.test, "data.test")
+            test_source = "data.test"
+        elif official is not None:
+            test, test_source = official, "builtin test split"
+        elif validation is not None and not chooses:
+            test, test_source = validation, "data.validation"
+        else:
+            train, test = holdout_split(train)
+            test_source = "seeded 20% of data.train"
+        if validation is not None:
+            validation_source = "data.validation"
+        elif not chooses:
+            validation, validation_source = test, test_source
         else:
             train, validation = holdout_split(train)
+            validation_source = "seeded 20% of the rest of data.train"
+        for name, ds in (("data.validation", validation), ("data.test", test)):
+            if ds.y is None:
+                raise JobFailure("invalid_dataset", f"{name}: the set needs a label for every example")
         transfer = None
         if spec.data.transfer is not None:
             transfer, _ = self._dataset(spec.data.transfer, "data.transfer")
@@ -148,9 +185,13 @@ class InputLoader:
                 raise JobFailure("invalid_spec", f"data.augment: {exc}") from exc
             augmented = len(x) - len(base)
             transfer = ArrayDataset(x, None)
-        inputs = TrainInputs(train=train, validation=validation, transfer=transfer)
+        inputs = TrainInputs(train=train, validation=validation, transfer=transfer, test=test)
         return LoadedData(
-            inputs=inputs, input_shape=list(train.x.shape[1:]), num_classes=num_classes, augmented=augmented
+            inputs=inputs,
+            input_shape=list(train.x.shape[1:]),
+            num_classes=num_classes,
+            augmented=augmented,
+            splits={"validation": validation_source, "test": test_source},
         )
 
     def _dataset(self, ref: DataRef, field: str) -> tuple[ArrayDataset, ArrayDataset | None]:
@@ -167,24 +208,50 @@ class InputLoader:
     # -- text ------------------------------------------------------------------------------------------
 
     def text_data(self, spec: JobSpec) -> LoadedTextData:
+        """The splits as in :meth:`data`: ``"auto"`` trials choose on a validation split that the test
+        split (``data.test``, else ``data.validation`` when nothing is chosen, else a seeded 20% of the
+        texts) never joins."""
         train = self._text_dataset(spec.data.train, "data.train")
         labeled = spec.task == "classification"
         if labeled and train.y is None:
             raise JobFailure("invalid_dataset", "data.train: a classification job needs labels")
         num_classes = train.num_classes if train.y is not None else None
+        chooses = labeled and spec.distillation.uses_auto and bool(spec.teachers)
+        validation: TextDataset | None = None
+        held_out = False
         if spec.data.validation is not None:
             validation = self._text_dataset(spec.data.validation, "data.validation")
-            held_out = False
-            if labeled and validation.y is None:
-                raise JobFailure("invalid_dataset", "data.validation: the validation set needs labels")
+        test: TextDataset | None = None
+        if spec.data.test is not None:
+            test, test_source = self._text_dataset(spec.data.test, "data.test"), "data.test"
+        elif validation is not None and not chooses:
+            test_source = "data.validation"
+        else:
+            train, test = text_holdout_split(train)
+            test_source = "seeded 20% of data.train"
+        if validation is not None:
+            validation_source = "data.validation"
+        elif not chooses:
+            validation, test, held_out = test, None, True
+            validation_source = test_source
         else:
             train, validation = text_holdout_split(train)
-            held_out = True
+            validation_source, held_out = "seeded 20% of the rest of data.train", True
+        assert validation is not None
+        for name, ds in (("validation", validation), ("test", test)):
+            if labeled and ds is not None and ds.y is None:
+                raise JobFailure("invalid_dataset", f"data.{name}: the {name} set needs labels")
         transfer = None
         if spec.data.transfer is not None:
             transfer = self._text_dataset(spec.data.transfer, "data.transfer")
         return LoadedTextData(
-            train=train, validation=validation, num_classes=num_classes, held_out=held_out, transfer=transfer
+            train=train,
+            validation=validation,
+            num_classes=num_classes,
+            held_out=held_out,
+            transfer=transfer,
+            test=test,
+            splits={"validation": validation_source, "test": test_source},
         )
 
     def _text_dataset(self, ref: DataRef, field: str) -> TextDataset:

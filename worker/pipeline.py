@@ -12,12 +12,13 @@ import logging
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from distill.nets import count_parameters
+from distill.nets import count_parameters, fit_standardization
+from distill.results import JobResult, Report
 from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.auto import AutoChoice, choose
 from worker.engine.ensemble import WeightedEnsemble
@@ -33,7 +34,14 @@ from worker.engine.export import (
 from worker.engine.objective import teacher_capture
 from worker.engine.report import build_report, describe_export, render_summary
 from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
-from worker.engine.train import TrainCallbacks, TrainingDiverged, TrainOutcome, pool_inputs, train_model
+from worker.engine.train import (
+    TrainCallbacks,
+    TrainingDiverged,
+    TrainInputs,
+    TrainOutcome,
+    pool_inputs,
+    train_model,
+)
 from worker.failures import JobFailure
 from worker.inputs import LoadedData, LoadedTeacher
 from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
@@ -153,8 +161,14 @@ class Pipeline(BasePipeline):
         super().__init__(context)
         self.data = data
         self.teachers = teachers
+        # The model standardises its own inputs (fitted on the training split only), so a downloaded
+        # model and its exports take raw features.
+        standardize = fit_standardization(data.inputs.train.x) if self.spec.data.standardize else None
         self.config = StoredModelConfig(
-            model=self.spec.model, input_shape=data.input_shape, num_classes=data.num_classes
+            model=self.spec.model,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            standardize=standardize,
         )
 
     def run(self, started: float) -> PipelineOutcome:
@@ -168,14 +182,16 @@ class Pipeline(BasePipeline):
         baseline, scratch = None, None
         if self.spec.baseline:
             self.event("training the baseline: the same student from scratch, on labels only", {})
-            scratch = self._train(None, self.quiet, distillation=DistillationSpec())
+            # labels only: the transfer set (and augmented copies) carry no labels, only teacher signals
+            labeled = replace(self.data.inputs, transfer=None)
+            scratch = self._train(None, self.quiet, distillation=DistillationSpec(), inputs=labeled)
             if scratch.stopped:
                 return PipelineOutcome(stopped=True)
-            baseline = summarize(scratch.model, self.data.inputs.validation, self.device, cfg=self.config)
+            baseline = summarize(scratch.model, self.data.inputs.evaluation, self.device, cfg=self.config)
         teacher_module, teacher_config = self._teacher_for_report()
         summary = summarize(
             distilled.model,
-            self.data.inputs.validation,
+            self.data.inputs.evaluation,
             self.device,
             teacher_module,
             cfg=self.config,
@@ -216,7 +232,10 @@ class Pipeline(BasePipeline):
         }
         if scratch is not None:
             report["baseline_history"] = scratch.history
-        result = {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
+        result = JobResult.model_validate(
+            {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
+        ).to_json()
+        report = Report.model_validate(report).to_json()
         artifacts["report.json"] = json_bytes(report)
         return PipelineOutcome(
             stopped=False, result=result, summary=render_summary(report), artifacts=artifacts
@@ -268,11 +287,12 @@ class Pipeline(BasePipeline):
         alpha: float | None = None,
         distillation: DistillationSpec | None = None,
         training: TrainingSpec | None = None,
+        inputs: TrainInputs | None = None,
     ) -> TrainOutcome:
         try:
             return train_model(
                 self.config,
-                self.data.inputs,
+                inputs or self.data.inputs,
                 training or self.spec.training,
                 distillation or self.spec.distillation,
                 signals,
@@ -327,7 +347,7 @@ class Pipeline(BasePipeline):
         name, export, check = EXPORTERS[fmt]
         try:
             blob = export(model, self.config)
-            checked = check(blob, model, self.data.inputs.validation.x)
+            checked = check(blob, model, self.data.inputs.evaluation.x)
         except ExportError as exc:
             self.event(f"export to {fmt} failed: {exc}", {"format": fmt})
             return name, {"file": name, "error": str(exc)}, None

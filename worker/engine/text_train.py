@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.engine.evaluate import eval_mode
+from worker.engine.loop import Loop, NoCallbacks, TrainCallbacks, fit, stack_values
 from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss, masked_cross_entropy
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
@@ -35,7 +36,6 @@ from worker.engine.text import (
     encoder_of,
     tokenize,
 )
-from worker.engine.train import NoCallbacks, TrainCallbacks, check_finite
 
 TextCallbacks = TrainCallbacks
 """Text training reports through the same callbacks as :func:`worker.engine.train.train_model`."""
@@ -183,16 +183,21 @@ def _check_texts(name: str, texts: Sequence[str]) -> None:
 
 def embedding_loss(
     student: torch.Tensor, teacher: torch.Tensor, mse_weight: float = 0.0
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """``mean(1 - cos(student, teacher)) + mse_weight * MSE(student, teacher)``, un-normalised embeddings."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mean(1 - cos(student, teacher)) + mse_weight * MSE(student, teacher)``, un-normalised embeddings.
+
+    ``(loss, values)``: ``values`` detached, named by :func:`embedding_loss_keys` (the loss, then its terms).
+    """
     cos = (1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=-1)).mean()
     if mse_weight <= 0:
-        value = float(cos.detach())
-        return cos, {"loss": value, "cos_loss": value}
+        return cos, stack_values(cos, cos)
     mse = F.mse_loss(student.float(), teacher.float())
     loss = cos + mse_weight * mse
-    values = torch.stack([loss, cos, mse]).detach().tolist()
-    return loss, dict(zip(("loss", "cos_loss", "mse_loss"), values, strict=True))
+    return loss, stack_values(loss, cos, mse)
+
+
+def embedding_loss_keys(mse_weight: float = 0.0) -> list[str]:
+    return ["loss", "cos_loss", "mse_loss"] if mse_weight > 0 else ["loss", "cos_loss"]
 
 
 def distill_embeddings(
@@ -250,49 +255,40 @@ def distill_embeddings(
     torch.manual_seed(seed)
     student.to(dev)
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
-    n = len(train_texts)
-    steps_per_epoch = math.ceil(n / batch_size)
-    steps = epochs * steps_per_epoch
     optimizer = _optimizer(student, lr, weight_decay)
-    scheduler = _schedule(optimizer, steps, warmup_ratio)
-    shuffle = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    step = 0
+    epoch_steps = math.ceil(len(train_texts) / batch_size)
+    scheduler = _schedule(optimizer, epochs * epoch_steps, warmup_ratio)
+    targets = teacher_train
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = train_tokens.batch(idx)
+        return embedding_loss(student.pooled(ids.to(dev), mask.to(dev)), targets[idx].to(dev), mse_weight)
+
+    def evaluate() -> dict[str, float]:
+        assert teacher_val is not None
+        return {"val_cosine": mean_cosine(_run_batched(student.pooled, val_tokens, dev, 64), teacher_val)}
+
+    loop = Loop(
+        model=student,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        step=step,
+        keys=embedding_loss_keys(mse_weight),
+        evaluate=evaluate,
+        examples=len(train_texts),
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        learning_rate=lr,
+        device=dev,
+    )
     try:
-        for epoch in range(1, epochs + 1):
-            student.train()
-            order = torch.randperm(n, generator=shuffle)
-            totals: dict[str, float] = {}
-            for start in range(0, n, batch_size):
-                if cb.should_stop():
-                    student.eval()
-                    return TextTrainOutcome(
-                        student, True, history, teacher_train, teacher_val, time.perf_counter() - began
-                    )
-                idx = order[start : start + batch_size]
-                ids, mask = train_tokens.batch(idx)
-                target = teacher_train[idx].to(dev)
-                loss, parts = embedding_loss(student.pooled(ids.to(dev), mask.to(dev)), target, mse_weight)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                for key, value in parts.items():
-                    totals[key] = totals.get(key, 0.0) + value * len(idx)
-                cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
-            metrics = {("train_loss" if k == "loss" else k): v / n for k, v in totals.items()}
-            check_finite(epoch, metrics["train_loss"], lr)
-            student.eval()
-            with torch.inference_mode():
-                val = _run_batched(student.pooled, val_tokens, dev, 64)
-            metrics["val_cosine"] = mean_cosine(val, teacher_val)
-            history.append({"epoch": float(epoch), **metrics})
-            cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+        outcome = fit(loop, cb)
     finally:
         student.bert.embeddings.word_embeddings.weight.requires_grad_(True)
-    student.eval()
-    return TextTrainOutcome(student, False, history, teacher_train, teacher_val, time.perf_counter() - began)
+    return TextTrainOutcome(
+        student, outcome.stopped, outcome.history, teacher_train, teacher_val, time.perf_counter() - began
+    )
 
 
 # --------------------------------------------------------------------------------------------- classifiers
@@ -356,56 +352,57 @@ def train_text_classifier(
     else:
         groups = [(list(model.head.parameters()), lr), (list(model.encoder.parameters()), encoder_lr)]
 
-    n = len(train_texts)
-    steps = epochs * math.ceil(n / batch_size)
+    steps = epochs * math.ceil(len(train_texts) / batch_size)
     optimizer = _optimizer(model, lr, weight_decay, groups)
     scheduler = _schedule(optimizer, steps, 0.06 if finetune else 0.0)
-    shuffle = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(1, epochs + 1):
-        model.head.train()
-        if finetune:
-            model.encoder.train()
-        order = torch.randperm(n, generator=shuffle)
-        total = 0.0
-        for start in range(0, n, batch_size):
-            if cb.should_stop():
-                model.eval()
-                return TextTrainOutcome(
-                    model, True, history, feats_train, feats_val, time.perf_counter() - began
-                )
-            idx = order[start : start + batch_size]
-            if feats_train is not None:
-                logits = model.head(feats_train[idx].to(dev))
-            else:
-                ids, mask = train_tokens.batch(idx)
-                logits = model(ids.to(dev), mask.to(dev))
-            loss = F.cross_entropy(logits.float(), y_train[idx].to(dev))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            total += float(loss.detach()) * len(idx)
-            cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
-        model.eval()
-        with torch.inference_mode():
-            if feats_val is not None:
-                val_logits = model.head(feats_val.to(dev)).float().cpu()
-            else:
-                val_logits = _run_batched(model, val_tokens, dev, 64)
-        check_finite(epoch, total / n, lr)
-        metrics = {
-            "train_loss": total / n,
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if feats_train is not None:
+            logits = model.head(feats_train[idx].to(dev))
+        else:
+            ids, mask = train_tokens.batch(idx)
+            logits = model(ids.to(dev), mask.to(dev))
+        loss = F.cross_entropy(logits.float(), y_train[idx].to(dev))
+        return loss, stack_values(loss)
+
+    def evaluate() -> dict[str, float]:
+        if feats_val is not None:
+            val_logits = model.head(feats_val.to(dev)).float().cpu()
+        else:
+            val_logits = _run_batched(model, val_tokens, dev, 64)
+        return {
             "val_accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
             "val_loss": F.cross_entropy(val_logits, y_val).item(),
         }
-        history.append({"epoch": float(epoch), **metrics})
-        cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
-    model.requires_grad_(True)
-    model.eval()
-    return TextTrainOutcome(model, False, history, feats_train, feats_val, time.perf_counter() - began)
+
+    def train_mode() -> None:
+        model.head.train()
+        if finetune:
+            model.encoder.train()
+
+    outcome = fit(
+        Loop(
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            step=step,
+            keys=["loss"],
+            evaluate=evaluate,
+            examples=len(train_texts),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            learning_rate=lr,
+            train_mode=train_mode,
+            device=dev,
+        ),
+        cb,
+    )
+    if not outcome.stopped:
+        model.requires_grad_(True)
+    return TextTrainOutcome(
+        model, outcome.stopped, outcome.history, feats_train, feats_val, time.perf_counter() - began
+    )
 
 
 @dataclass(frozen=True)
@@ -604,82 +601,80 @@ def distill_text_classifier(
 
     torch.manual_seed(seed)
     student.to(dev)
-    n = len(train_texts)
-    steps = epochs * math.ceil(n / batch_size)
     optimizer = _optimizer(student, lr, weight_decay)
-    scheduler = _schedule(optimizer, steps, warmup_ratio)
-    shuffle = torch.Generator().manual_seed(seed)
-    history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(1, epochs + 1):
-        student.train()
-        order = torch.randperm(n, generator=shuffle)
-        totals: dict[str, float] = {}
-        for start in range(0, n, batch_size):
-            if cb.should_stop():
-                student.eval()
-                return TextTrainOutcome(
-                    student, True, history, teacher_logits, teacher_val, time.perf_counter() - began
-                )
-            idx = order[start : start + batch_size]
-            ids, mask = train_tokens.batch(idx)
-            ids, mask = ids.to(dev), mask.to(dev)
-            logits = student(ids, mask).float()
-            target = teacher_logits[idx].to(dev) if teacher_logits is not None else None
-            names: tuple[str, ...]
-            if losses is None:
+    scheduler = _schedule(optimizer, epochs * math.ceil(len(train_texts) / batch_size), warmup_ratio)
+    names: list[str] = ["loss"]
+    if losses is None:
+        names += ["kd_loss", "ce_loss"] if y_train is not None else ["kd_loss"]
+    else:
+        names += [f"{term.type}_loss" for term in losses]
+
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = train_tokens.batch(idx)
+        ids, mask = ids.to(dev), mask.to(dev)
+        logits = student(ids, mask).float()
+        target = teacher_logits[idx].to(dev) if teacher_logits is not None else None
+        mask_b = None if labeled is None else labeled[idx].to(dev)
+        parts: list[torch.Tensor] = []
+        if losses is None:
+            assert target is not None
+            kd = hinton_kd_loss(logits, target, temperature)
+            parts.append(kd)
+            loss = kd_weight * kd
+            if y_train is not None:
+                ce = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
+                loss = loss + ce_weight * ce
+                parts.append(ce)
+            return loss, stack_values(loss, *parts)
+        loss = logits.new_zeros(())
+        student_maps = attention_maps(student, ids, mask) if attention_terms else ()
+        plans = iter(attention_plans)
+        for term in losses:
+            if term.type == "kd":
                 assert target is not None
-                kd = hinton_kd_loss(logits, target, temperature)
-                parts = [kd]
-                loss = kd_weight * kd
-                if y_train is not None:
-                    mask_b = None if labeled is None else labeled[idx].to(dev)
-                    ce = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
-                    loss = loss + ce_weight * ce
-                    parts.append(ce)
-                names = ("kd_loss", "ce_loss")[: len(parts)]
+                value = hinton_kd_loss(logits, target, term.temperature or temperature)
+            elif term.type == "ce":
+                assert y_train is not None
+                value = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
             else:
-                parts, names = [], ()
-                loss = logits.new_zeros(())
-                student_maps = attention_maps(student, ids, mask) if attention_terms else ()
-                plans = iter(attention_plans)
-                for term in losses:
-                    if term.type == "kd":
-                        assert target is not None
-                        value = hinton_kd_loss(logits, target, term.temperature or temperature)
-                    elif term.type == "ce":
-                        assert y_train is not None
-                        mask_b = None if labeled is None else labeled[idx].to(dev)
-                        value = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
-                    else:
-                        pairs, position = next(plans)
-                        value = text_attention_loss(
-                            student_maps, [teacher_maps[int(i)] for i in idx], mask, pairs, position
-                        )
-                    loss = loss + term.weight * value
-                    parts.append(value)
-                    names = (*names, f"{term.type}_loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            values = torch.stack([loss, *parts]).detach().tolist()
-            for key, value in zip(("train_loss", *names), values, strict=True):
-                totals[key] = totals.get(key, 0.0) + value * len(idx)
-            cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
-        metrics = {key: total / n for key, total in totals.items()}
-        check_finite(epoch, metrics["train_loss"], lr)
-        student.eval()
+                pairs, position = next(plans)
+                value = text_attention_loss(
+                    student_maps, [teacher_maps[int(i)] for i in idx], mask, pairs, position
+                )
+            loss = loss + term.weight * value
+            parts.append(value)
+        return loss, stack_values(loss, *parts)
+
+    def evaluate() -> dict[str, float]:
         val_logits = _run_batched(student, val_tokens, dev, 64)
-        metrics["val_accuracy"] = (val_logits.argmax(1) == y_val).float().mean().item()
-        metrics["val_loss"] = F.cross_entropy(val_logits, y_val).item()
+        metrics = {
+            "val_accuracy": (val_logits.argmax(1) == y_val).float().mean().item(),
+            "val_loss": F.cross_entropy(val_logits, y_val).item(),
+        }
         if teacher_val is not None:
             metrics["val_agreement"] = (val_logits.argmax(1) == teacher_val.argmax(1)).float().mean().item()
-        history.append({"epoch": float(epoch), **metrics})
-        cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
-    student.eval()
-    return TextTrainOutcome(student, False, history, teacher_logits, teacher_val, time.perf_counter() - began)
+        return metrics
+
+    outcome = fit(
+        Loop(
+            model=student,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            step=step,
+            keys=names,
+            evaluate=evaluate,
+            examples=len(train_texts),
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            learning_rate=lr,
+            device=dev,
+        ),
+        cb,
+    )
+    return TextTrainOutcome(
+        student, outcome.stopped, outcome.history, teacher_logits, teacher_val, time.perf_counter() - began
+    )
 
 
 def train_text_baseline(

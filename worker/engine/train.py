@@ -10,9 +10,7 @@ over its labeled examples.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -24,8 +22,29 @@ from distill.nets import build_model
 from distill.spec import DistillationSpec, StoredModelConfig, TrainingSpec
 from worker.engine.evaluate import autocast, predict_logits
 from worker.engine.features import FeatureCapture
+from worker.engine.loop import (
+    Checkpoint,
+    Loop,
+    LoopState,
+    NoCallbacks,
+    TrainCallbacks,
+    TrainingDiverged,
+    check_finite,
+    fit,
+)
 from worker.engine.objective import build_objective
 from worker.engine.signals import TeacherSignals
+
+__all__ = [  # the loop's names, re-exported for the pipelines and benchmarks that train tabular students
+    "NoCallbacks",
+    "TrainCallbacks",
+    "TrainInputs",
+    "TrainOutcome",
+    "TrainingDiverged",
+    "check_finite",
+    "pool_inputs",
+    "train_model",
+]
 
 
 @dataclass
@@ -36,48 +55,13 @@ class TrainInputs:
     """Labeled; evaluated after each epoch."""
     transfer: ArrayDataset | None = None
     """Extra inputs without labels (any ``y`` is ignored); only used with a teacher."""
+    test: ArrayDataset | None = None
+    """Labeled; where the final figures are measured (no choice sees it). None: the validation set."""
 
-
-class TrainCallbacks(Protocol):
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
-        """After each optimizer step; ``step`` counts from 1 to ``steps`` over all epochs."""
-
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        """After each epoch: ``train_loss``, ``val_accuracy``, ``val_loss``; with a teacher also each loss
-        term's epoch mean (``kd_loss``, ``ce_loss``, ... see :class:`~worker.engine.objective.Objective`)."""
-
-    def should_stop(self) -> bool:
-        """Polled before each step; true stops training at once (e.g. the job was cancelled)."""
-
-
-class NoCallbacks:
-    """Callbacks that do nothing and never stop."""
-
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
-        pass
-
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def should_stop(self) -> bool:
-        return False
-
-
-class TrainingDiverged(ValueError):
-    """The training loss became NaN or infinite: the message says in which epoch and what to change."""
-
-    def __init__(self, epoch: int, loss: float, learning_rate: float) -> None:
-        super().__init__(
-            f"training diverged in epoch {epoch}: the training loss became {loss}; lower "
-            f"training.learning_rate (now {learning_rate:g}), or check the inputs for NaN or huge values"
-        )
-        self.epoch = epoch
-
-
-def check_finite(epoch: int, loss: float, learning_rate: float) -> None:
-    """Raise :class:`TrainingDiverged` when an epoch's training loss is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise TrainingDiverged(epoch, loss, learning_rate)
+    @property
+    def evaluation(self) -> ArrayDataset:
+        """The split the final figures (``test_accuracy``...) are measured on."""
+        return self.validation if self.test is None else self.test
 
 
 @dataclass
@@ -114,12 +98,16 @@ def train_model(
     *,
     temperature: float | None = None,
     alpha: float | None = None,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainOutcome:
     """Train a student of architecture ``cfg``; on CPU the same inputs and seed give the same weights.
 
     ``signals``: the teachers' outputs over :func:`pool_inputs` (``None``: no teacher, plain training).
     ``temperature`` / ``alpha``: the resolved numbers when the spec says ``"auto"``; ``None`` takes the
-    spec's value. Raises ``ValueError`` with a message for the user when inputs, signals or losses do not fit.
+    spec's value. ``state`` / ``checkpoint`` / ``checkpoint_every``: see :func:`worker.engine.loop.fit`.
+    Raises ``ValueError`` with a message for the user when inputs, signals or losses do not fit.
     """
     _check_inputs(cfg, inputs, signals is not None)
     temperature, alpha = _resolve(distillation, temperature, alpha, has_teacher=signals is not None)
@@ -145,48 +133,41 @@ def train_model(
     if signals is not None:
         signals.precompute(objective.temperatures)
 
-    n = len(x)
-    steps_per_epoch = math.ceil(n / training.batch_size)
-    epochs, steps = training.epochs, training.epochs * steps_per_epoch
-    shuffle = torch.Generator().manual_seed(training.seed)
-    history: list[dict[str, float]] = []
-    step = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(n, generator=shuffle)
-        totals = torch.zeros(len(objective.keys), device=device)  # summed on the device, read once per epoch
-        for start in range(0, n, training.batch_size):
-            if callbacks.should_stop():
-                model.eval()
-                return TrainOutcome(model=model, stopped=True, history=history)
-            idx = order[start : start + training.batch_size]
-            xb = x[idx].to(device, non_blocking=True)
-            yb = y[idx].to(device, non_blocking=True)
-            mb = None if all_labeled else labeled[idx].to(device, non_blocking=True)
-            teacher = None
-            if signals is not None:
-                teacher = signals.batch(idx, device, logits=objective.needs_teacher_logits)
-            with student_features, autocast(device):
-                logits = model(xb)
-            loss, values = objective(logits, student_features.outputs, yb, mb, teacher)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            totals.add_(values, alpha=len(idx))
-            callbacks.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
-
-        means = {key: total / n for key, total in objective.named(totals).items()}
-        check_finite(epoch, means["loss"], training.learning_rate)
-        metrics = {"train_loss": means.pop("loss")}
+    def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = x[idx].to(device, non_blocking=True)
+        yb = y[idx].to(device, non_blocking=True)
+        mb = None if all_labeled else labeled[idx].to(device, non_blocking=True)
+        teacher = None
         if signals is not None:
-            metrics |= means
-        metrics |= _validate(model, inputs.validation, device)
-        history.append({"epoch": float(epoch), **metrics})
-        callbacks.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+            teacher = signals.batch(idx, device, logits=objective.needs_teacher_logits)
+        with student_features, autocast(device):
+            logits = model(xb)
+        loss, values = objective(logits, student_features.outputs, yb, mb, teacher)
+        return loss, values if signals is not None else values[:1]
 
-    model.eval()
-    return TrainOutcome(model=model, stopped=False, history=history)
+    # without a teacher the loss terms are the loss itself: only ``train_loss`` is reported
+    keys = list(objective.keys) if signals is not None else ["loss"]
+    outcome = fit(
+        Loop(
+            model=model,
+            optimizer=optimizer,
+            step=step,
+            keys=keys,
+            evaluate=lambda: _validate(model, inputs.validation, device),
+            examples=len(x),
+            epochs=training.epochs,
+            batch_size=training.batch_size,
+            seed=training.seed,
+            learning_rate=training.learning_rate,
+            extra=objective.projections if len(objective.projections) else None,
+            device=device,
+        ),
+        callbacks,
+        state=state,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
+    return TrainOutcome(model=model, stopped=outcome.stopped, history=outcome.history)
 
 
 def adam(params: list[nn.Parameter], training: TrainingSpec, device: torch.device) -> torch.optim.Adam:
@@ -237,6 +218,8 @@ def _validate(model: nn.Module, validation: ArrayDataset, device: torch.device) 
 def _check_inputs(cfg: StoredModelConfig, inputs: TrainInputs, has_teacher: bool) -> None:
     """Raise ``ValueError`` with a clear message for inputs that do not fit the model or each other."""
     named = [("train", inputs.train), ("validation", inputs.validation)]
+    if inputs.test is not None:
+        named.append(("test", inputs.test))
     if inputs.transfer is not None:
         if not has_teacher:
             raise ValueError("a transfer set is only used with a teacher")

@@ -7,44 +7,21 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 import torch
+from engine_support import Recorder, three_blobs
 
 from distill.datasets import ArrayDataset
 from distill.nets import build_model
 from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.evaluate import accuracy, predict_logits
+from worker.engine.loop import NoCallbacks
 from worker.engine.objective import teacher_capture
 from worker.engine.signals import TOPK, TeacherSignals, compute_signals
-from worker.engine.train import NoCallbacks, TrainingDiverged, TrainInputs, pool_inputs, train_model
+from worker.engine.train import TrainingDiverged, TrainInputs, pool_inputs, train_model
 
 CPU = torch.device("cpu")
 
 
 CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
-
-
-def blobs(n: int, seed: int) -> ArrayDataset:
-    """Three separable Gaussian blobs in 4-D."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, n)
-    centers = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0]], dtype=np.float32)
-    x = centers[y] + 0.3 * rng.standard_normal((n, 4)).astype(np.float32)
-    return ArrayDataset(x.astype(np.float32), y.astype(np.int64))
-
-
-class Recorder(NoCallbacks):
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.steps: list[tuple[int, int, int, int]] = []
-        self.epochs: list[dict[str, float]] = []
-        self.stop_after = stop_after
-
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
-        self.steps.append((epoch, epochs, step, steps))
-
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        self.epochs.append(metrics)
-
-    def should_stop(self) -> bool:
-        return self.stop_after is not None and len(self.steps) >= self.stop_after
 
 
 def run(
@@ -60,7 +37,7 @@ def run(
     """Train on the blobs; a teacher (or several) is run once over the pool, as the runner does."""
     rec = callbacks or Recorder()
     distillation = distillation or DistillationSpec()
-    inputs = TrainInputs(train=blobs(100, 0), validation=blobs(50, 1), transfer=transfer)
+    inputs = TrainInputs(train=three_blobs(100, 0), validation=three_blobs(50, 1), transfer=transfer)
     signals = None
     if teacher is not None:
         teachers = teacher if isinstance(teacher, list) else [teacher]
@@ -106,7 +83,7 @@ def test_should_stop_returns_at_once() -> None:
 
 def test_distillation_with_transfer_set() -> None:
     teacher, *_ = run(TrainingSpec(epochs=3, batch_size=32, learning_rate=0.05))
-    transfer = ArrayDataset(blobs(60, 2).x, None)
+    transfer = ArrayDataset(three_blobs(60, 2).x, None)
     small = StoredModelConfig(model=MLPConfig(hidden=[8]), input_shape=[4], num_classes=3)
     student, stopped, history, rec = run(
         TrainingSpec(epochs=15, batch_size=32, learning_rate=0.05),
@@ -117,15 +94,15 @@ def test_distillation_with_transfer_set() -> None:
     assert not stopped
     assert rec.steps[-1][3] == 15 * 5  # pool = 100 train + 60 transfer = 160 -> 5 steps per epoch
     assert {"train_loss", "kd_loss", "ce_loss", "val_accuracy", "val_loss"} <= set(history[-1])
-    val = blobs(50, 1)
+    val = three_blobs(50, 1)
     assert accuracy(predict_logits(student, val.x, CPU), val.y) > 0.9  # type: ignore[arg-type]
     assert teacher.training is False
 
 
 def test_a_diverging_run_stops_with_a_message_naming_the_learning_rate() -> None:
-    train = blobs(60, 0)
+    train = three_blobs(60, 0)
     train.x[5, 1] = np.inf  # one bad value is enough to turn the loss into NaN
-    inputs = TrainInputs(train, blobs(30, 1))
+    inputs = TrainInputs(train, three_blobs(30, 1))
     with pytest.raises(TrainingDiverged, match=r"epoch 1: .*lower training.learning_rate \(now 0.01\)"):
         train_model(
             CFG,
@@ -141,14 +118,14 @@ def test_a_diverging_run_stops_with_a_message_naming_the_learning_rate() -> None
 def test_input_errors() -> None:
     training = TrainingSpec(epochs=1)
     with pytest.raises(ValueError, match="only used with a teacher"):
-        run(training, transfer=blobs(5, 3))
+        run(training, transfer=three_blobs(5, 3))
     wrong = StoredModelConfig(model=MLPConfig(), input_shape=[5], num_classes=3)
     with pytest.raises(ValueError, match=r"shape \[4\] but the model expects \[5\]"):
         run(training, cfg=wrong)
     two = StoredModelConfig(model=MLPConfig(), input_shape=[4], num_classes=2)
     with pytest.raises(ValueError, match="2 classes"):
         run(training, cfg=two)
-    unlabeled = TrainInputs(train=ArrayDataset(blobs(5, 0).x), validation=blobs(5, 1))
+    unlabeled = TrainInputs(train=ArrayDataset(three_blobs(5, 0).x), validation=three_blobs(5, 1))
     with pytest.raises(ValueError, match="no labels"):
         train_model(CFG, unlabeled, training, DistillationSpec(), None, CPU, NoCallbacks())
     teacher = build_model(StoredModelConfig(model=MLPConfig(), input_shape=[4], num_classes=5))
@@ -199,7 +176,7 @@ def test_each_loss_trains(
     distillation: DistillationSpec,
 ) -> None:
     training = TrainingSpec(epochs=6, batch_size=32, learning_rate=0.03)
-    transfer = ArrayDataset(blobs(40, 2).x, None)
+    transfer = ArrayDataset(three_blobs(40, 2).x, None)
     _, _, history, _ = run(training, teachers[teacher], transfer, cfg=student, distillation=distillation)
     terms = [key for key in history[0] if key.endswith("_loss") and key not in ("train_loss", "val_loss")]
     assert len(terms) == len(distillation.losses or [])
@@ -217,7 +194,7 @@ def test_hint_from_a_cnn_teacher_layer_of_another_width(teachers: dict[str, torc
 def test_cached_and_live_signals_train_the_same_student(teachers: dict[str, torch.nn.Module]) -> None:
     training = TrainingSpec(epochs=2, batch_size=16, seed=3)
     distillation = losses(HINT_MLP_TO_CNN, {"type": "dkd"}, {"type": "ce", "weight": 0.5})
-    transfer = ArrayDataset(blobs(30, 2).x, None)
+    transfer = ArrayDataset(three_blobs(30, 2).x, None)
     live, *_ = run(training, teachers["cnn"], transfer, distillation=distillation)
     cached, *_ = run(training, teachers["cnn"], transfer, distillation=distillation, cached=True)
     a, b = live.state_dict(), cached.state_dict()
@@ -230,12 +207,12 @@ def test_two_teachers_mixed_3_to_1(teachers: dict[str, torch.nn.Module]) -> None
     student, _, history, _ = run(
         training,
         [teachers["mlp"], teachers["cnn"]],
-        ArrayDataset(blobs(60, 2).x, None),
+        ArrayDataset(three_blobs(60, 2).x, None),
         cfg=small,
         weights=[3, 1],
     )
     assert {"kd_loss", "ce_loss"} <= set(history[-1]) and history[-1]["kd_loss"] < history[0]["kd_loss"]
-    val = blobs(50, 1)
+    val = three_blobs(50, 1)
     assert accuracy(predict_logits(student, val.x, CPU), val.y) > 0.9  # type: ignore[arg-type]
 
 
@@ -273,7 +250,7 @@ def test_layer_and_loss_errors(teachers: dict[str, torch.nn.Module]) -> None:
         run(training, teachers["cnn"], distillation=bad_teacher)
     with pytest.raises(ValueError, match="the kd loss needs a teacher"):
         run(training, distillation=losses({"type": "kd"}))
-    inputs = TrainInputs(train=blobs(20, 0), validation=blobs(10, 1))
+    inputs = TrainInputs(train=three_blobs(20, 0), validation=three_blobs(10, 1))
     signals = compute_signals([teachers["mlp"]], [1.0], pool_inputs(inputs), CPU)
     with pytest.raises(ValueError, match="attention loss needs a transformer student"):
         train_model(CFG, inputs, training, losses({"type": "attention"}), signals, CPU, NoCallbacks())
@@ -286,5 +263,7 @@ def test_layer_and_loss_errors(teachers: dict[str, torch.nn.Module]) -> None:
         CFG, inputs, training, auto, None, CPU, NoCallbacks()
     ).history  # unused without teacher
     with pytest.raises(ValueError, match="signals cover 20 examples but the pool has 30"):
-        more = TrainInputs(train=blobs(20, 0), validation=blobs(10, 1), transfer=blobs(10, 2))
+        more = TrainInputs(
+            train=three_blobs(20, 0), validation=three_blobs(10, 1), transfer=three_blobs(10, 2)
+        )
         train_model(CFG, more, training, DistillationSpec(), signals, CPU, NoCallbacks())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from worker.engine.text import (
     build_text_student,
     evenly_spaced_layers,
     load_builtin_text_teacher,
-    load_minilm,
     load_text_model,
     new_bert,
     read_text_meta,
@@ -44,19 +42,6 @@ from worker.engine.text_train import (
 )
 
 MiniLM = tuple[TextEncoder, Any]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def minilm() -> tuple[TextEncoder, Any]:
-    return load_minilm()
 
 
 @pytest.fixture(scope="module")

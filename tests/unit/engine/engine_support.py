@@ -1,0 +1,35 @@
+"""Helpers the engine's tests share (fixtures wrap them in conftest.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from distill.datasets import ArrayDataset
+from worker.engine.loop import NoCallbacks
+
+
+def three_blobs(n: int, seed: int) -> ArrayDataset:
+    """Three separable Gaussian blobs in 4-D, labels 0..2."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centers = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0]], dtype=np.float32)
+    x = centers[y] + 0.3 * rng.standard_normal((n, 4)).astype(np.float32)
+    return ArrayDataset(x.astype(np.float32), y.astype(np.int64))
+
+
+class Recorder(NoCallbacks):
+    """Training callbacks that record every step and epoch, and stop after ``stop_after`` steps."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.steps: list[tuple[int, int, int, int]] = []
+        self.epochs: list[dict[str, float]] = []
+        self.stop_after = stop_after
+
+    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
+        self.steps.append((epoch, epochs, step, steps))
+
+    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+        self.epochs.append(metrics)
+
+    def should_stop(self) -> bool:
+        return self.stop_after is not None and len(self.steps) >= self.stop_after
