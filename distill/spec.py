@@ -54,8 +54,9 @@ class DataSpec(_Strict):
     validation: DataRef | None = None
     transfer: DataRef | None = None
     augment: AugmentSpec | None = None
-    standardize: bool = True
-    """Tabular jobs: fit per-feature standardisation on the training split and build it into the model."""
+    standardize: bool | None = None
+    """Tabular jobs: fit per-feature standardisation on the training split and build it into the model.
+    None (the default) means true; left out of a dumped spec so that older servers still accept it."""
     test: DataRef | None = None
     """Where ``test_accuracy`` is measured (no choice sees it); None: the builtin's official test split,
     else a seeded held-out part of the training file."""

@@ -163,7 +163,9 @@ class Pipeline(BasePipeline):
         self.teachers = teachers
         # The model standardises its own inputs (fitted on the training split only), so a downloaded
         # model and its exports take raw features.
-        standardize = fit_standardization(data.inputs.train.x) if self.spec.data.standardize else None
+        standardize = (
+            fit_standardization(data.inputs.train.x) if self.spec.data.standardize is not False else None
+        )
         self.config = StoredModelConfig(
             model=self.spec.model,
             input_shape=data.input_shape,
