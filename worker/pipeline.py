@@ -31,6 +31,7 @@ from worker.engine.export import (
     model_to_safetensors,
     model_to_torchscript,
 )
+from worker.engine.loop import Checkpoint, LoopState
 from worker.engine.objective import teacher_capture
 from worker.engine.report import build_report, describe_export, render_summary
 from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
@@ -81,6 +82,20 @@ class JobContext:
     quiet: TrainCallbacks
     """Callbacks of side runs (auto trials, baseline): cancellation only."""
     event: Event
+    checkpoint: Checkpoint | None = None
+    """Called with the student's :class:`LoopState` every ``checkpoint_every`` steps and at each epoch's
+    end (None: nothing is saved). Side runs (auto trials, the baseline) are not checkpointed."""
+    checkpoint_every: int = 0
+    resume: LoopState | None = None
+    """A state given earlier to ``checkpoint``: the student's training goes on from it."""
+
+    def student_hooks(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`worker.engine.loop.fit` for the student's run."""
+        return {
+            "state": self.resume,
+            "checkpoint": self.checkpoint,
+            "checkpoint_every": self.checkpoint_every,
+        }
 
 
 class BasePipeline:
@@ -92,6 +107,7 @@ class BasePipeline:
         self.progress = context.progress
         self.quiet = context.quiet
         self.event = context.event
+        self.hooks = context.student_hooks()
 
     def curves(
         self, runs: Mapping[str, Sequence[Mapping[str, Any]]], *, teacher: Any = None
@@ -178,7 +194,9 @@ class Pipeline(BasePipeline):
         choice = self._hyperparameters(signals)
         if choice is None:
             return PipelineOutcome(stopped=True)
-        distilled = self._train(signals, self.progress, temperature=choice.temperature, alpha=choice.alpha)
+        distilled = self._train(
+            signals, self.progress, temperature=choice.temperature, alpha=choice.alpha, hooks=self.hooks
+        )
         if distilled.stopped:
             return PipelineOutcome(stopped=True)
         baseline, scratch = None, None
@@ -290,6 +308,7 @@ class Pipeline(BasePipeline):
         distillation: DistillationSpec | None = None,
         training: TrainingSpec | None = None,
         inputs: TrainInputs | None = None,
+        hooks: dict[str, Any] | None = None,
     ) -> TrainOutcome:
         try:
             return train_model(
@@ -302,6 +321,7 @@ class Pipeline(BasePipeline):
                 callbacks,
                 temperature=temperature,
                 alpha=alpha,
+                **(hooks or {}),
             )
         except TrainingDiverged as exc:
             raise JobFailure("training_diverged", str(exc)) from exc

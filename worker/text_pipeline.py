@@ -200,6 +200,7 @@ class TextPipeline(BasePipeline):
             teacher_val=cached[1] if cached else None,
             device=self.device,
             callbacks=self.progress,
+            **self.hooks,
         )
         if outcome.stopped:
             return None, None, None, {}, None
@@ -246,6 +247,7 @@ class TextPipeline(BasePipeline):
             weight_decay=t.weight_decay,
             device=self.device,
             callbacks=self.progress,
+            **self.hooks,
         )
         if outcome.stopped:
             return None, None, None, {}, None
@@ -308,7 +310,12 @@ class TextPipeline(BasePipeline):
             ]
 
         def distill(
-            temperature: float, alpha: float, epochs: int, callbacks: Any, logits: torch.Tensor | None
+            temperature: float,
+            alpha: float,
+            epochs: int,
+            callbacks: Any,
+            logits: torch.Tensor | None,
+            hooks: dict[str, Any] | None = None,
         ) -> tuple[Any, TextTrainOutcome]:
             torch.manual_seed(t.seed)  # every run (trials too) starts from the same student
             student = self._student(teacher)
@@ -333,6 +340,7 @@ class TextPipeline(BasePipeline):
                 losses=losses,
                 device=self.device,
                 callbacks=callbacks,
+                **(hooks or {}),
             )
 
         chosen = None
@@ -349,7 +357,7 @@ class TextPipeline(BasePipeline):
             if choice is None:
                 return None, None, None, {}, None
             temperature, alpha, chosen = choice.temperature, choice.alpha, choice.to_dict()
-        student, outcome = distill(temperature, alpha, t.epochs, self.progress, teacher_logits)
+        student, outcome = distill(temperature, alpha, t.epochs, self.progress, teacher_logits, self.hooks)
         if outcome.stopped:
             return None, None, None, {}, None
         self._store_outputs(cache_info, outcome.teacher_train, None)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worker.engine.evaluate import eval_mode
-from worker.engine.loop import Loop, NoCallbacks, TrainCallbacks, fit, stack_values
+from worker.engine.loop import Checkpoint, Loop, LoopState, NoCallbacks, TrainCallbacks, fit, stack_values
 from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss, masked_cross_entropy
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
@@ -220,6 +220,9 @@ def distill_embeddings(
     teacher_val: torch.Tensor | None = None,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
 ) -> TextTrainOutcome:
     """Train ``student`` (in place) to reproduce ``teacher``'s sentence embeddings.
 
@@ -283,7 +286,7 @@ def distill_embeddings(
         device=dev,
     )
     try:
-        outcome = fit(loop, cb)
+        outcome = fit(loop, cb, state=state, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     finally:
         student.bert.embeddings.word_embeddings.weight.requires_grad_(True)
     return TextTrainOutcome(
@@ -322,6 +325,9 @@ def train_text_classifier(
     weight_decay: float = 0.0,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
 ) -> TextTrainOutcome:
     """A classifier teacher (a "teacher job"): a copy of ``encoder`` + a linear head trained on the labels.
 
@@ -397,6 +403,9 @@ def train_text_classifier(
             device=dev,
         ),
         cb,
+        state=state,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     if not outcome.stopped:
         model.requires_grad_(True)
@@ -518,6 +527,9 @@ def distill_text_classifier(
     losses: Sequence[TextLoss] | None = None,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
 ) -> TextTrainOutcome:
     """Train ``student`` (in place) on ``teacher``'s logits: ``alpha * T^2 KL + (1 - alpha) * CE``.
 
@@ -671,6 +683,9 @@ def distill_text_classifier(
             device=dev,
         ),
         cb,
+        state=state,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
     return TextTrainOutcome(
         student, outcome.stopped, outcome.history, teacher_logits, teacher_val, time.perf_counter() - began

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig
 
+from worker.engine.loop import LoopState
 from worker.engine.text import (
     MINILM,
     TextClassifier,
@@ -441,3 +442,33 @@ def test_transfer_texts_get_kd_but_no_cross_entropy(minilm: MiniLM) -> None:
             transfer_texts=transfer,
             losses=[TextLoss("ce")],
         )
+
+
+def test_a_text_run_resumed_from_a_mid_run_state_ends_where_the_whole_run_ends(
+    minilm: MiniLM, sentences: list[str]
+) -> None:
+    """The text loops are the same fit: a checkpoint (with the warm-up/decay scheduler) resumes exactly."""
+    teacher, tokenizer = minilm
+    train, val = sentences[:48], sentences[48:60]
+    targets = distill_embeddings(teacher, _tiny_student(teacher), tokenizer, train, val, epochs=1)
+    settings: dict[str, Any] = {
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "seed": 0,
+        "teacher_train": targets.teacher_train,
+        "teacher_val": targets.teacher_val,
+    }
+    states: list[LoopState] = []
+    torch.manual_seed(1)
+    whole_student = _tiny_student(teacher)
+    whole = distill_embeddings(
+        None, whole_student, tokenizer, train, val, checkpoint=states.append, checkpoint_every=2, **settings
+    )
+    mid = next(s for s in states if s.epoch == 2 and s.position > 0)
+    torch.manual_seed(1)
+    resumed_student = _tiny_student(teacher)
+    resumed = distill_embeddings(None, resumed_student, tokenizer, train, val, state=mid, **settings)
+    for a, b in zip(resumed_student.parameters(), whole_student.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert resumed.history[-1]["val_cosine"] == pytest.approx(whole.history[-1]["val_cosine"], abs=1e-5)
