@@ -274,7 +274,7 @@ class TextPipeline(BasePipeline):
 
     def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
         from worker.engine.text import TextClassifier
-        from worker.engine.text_train import TextLoss, distill_text_classifier, text_logits
+        from worker.engine.text_train import distill_text_classifier, text_logits
 
         assert self.teacher is not None
         teacher = self.teacher.model
@@ -296,18 +296,7 @@ class TextPipeline(BasePipeline):
         cached, cache_info = self._cached_outputs("text_logits", pool, None)
         teacher_logits = cached[0] if cached else None
         d, t = self.spec.distillation, self.spec.training
-        losses = None
-        if d.losses is not None:
-            # The API lets only kd, ce and attention through for text jobs.
-            losses = [
-                TextLoss(
-                    type=loss.type,  # type: ignore[arg-type]
-                    weight=loss.weight,
-                    temperature=getattr(loss, "temperature", None),
-                    layer_map=getattr(loss, "layer_map", None),
-                )
-                for loss in d.losses
-            ]
+        losses = d.losses  # the API lets only kd, ce and attention through for text jobs
 
         def distill(
             temperature: float,

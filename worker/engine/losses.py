@@ -211,6 +211,22 @@ def attention_loss(
     return torch.stack(terms).mean()
 
 
+def masked_attention_loss(
+    student_attn: Sequence[torch.Tensor],
+    teacher_attn: Sequence[torch.Tensor],
+    layer_map: Sequence[tuple[int, int]],
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`attention_loss` (MSE) over real tokens only: ``mask`` ``[b, P]`` marks them. Padded queries
+    and keys are zeroed on both sides and the mean is taken over the real ``(query, key)`` pairs only, so
+    padding neither trains nor dilutes the loss (teacher maps are expected zero-padded to ``P``)."""
+    valid = (mask[:, :, None] * mask[:, None, :]).unsqueeze(1).float()  # [b, 1, P, P]
+    student = [s.float() * valid for s in student_attn]
+    teacher = [t.float() * valid for t in teacher_attn]
+    mse = attention_loss(student, teacher, layer_map, mode="mse")
+    return mse * (valid.numel() / valid.sum().clamp(min=1.0))
+
+
 def masked_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None
 ) -> torch.Tensor:

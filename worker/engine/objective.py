@@ -10,7 +10,7 @@ to the optimizer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,11 +44,21 @@ from worker.engine.losses import (
     hint_projection,
     kd_loss,
     logit_mse_loss,
+    masked_attention_loss,
     masked_cross_entropy,
 )
 from worker.engine.signals import TeacherBatch
 
-__all__ = ["LOSSES", "Objective", "build_objective", "loss_specs", "student_capture", "teacher_capture"]
+__all__ = [
+    "LOSSES",
+    "Objective",
+    "build_layered_objective",
+    "build_objective",
+    "check_layer_map",
+    "loss_specs",
+    "student_capture",
+    "teacher_capture",
+]
 
 
 def loss_specs(distillation: DistillationSpec, *, alpha: float, has_teacher: bool = True) -> list[LossSpec]:
@@ -148,8 +158,12 @@ class Objective:
         labels: torch.Tensor,
         labeled_mask: torch.Tensor | None,
         teacher: TeacherBatch | None,
+        *,
+        attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``labeled_mask``: which examples have a label (``None``: all of them, the fast path)."""
+        """``labeled_mask``: which examples have a label (``None``: all of them, the fast path).
+        ``attention_mask``: ``[b, tokens]`` for padded token batches (text): attention losses then count
+        real tokens only (:func:`~worker.engine.losses.masked_attention_loss`)."""
         if teacher is None and self.needs_teacher:
             raise ValueError("this objective has teacher losses but no teacher signals were given")
         logits = student_logits.float()
@@ -187,13 +201,16 @@ class Objective:
                 )
             else:
                 assert isinstance(spec, AttentionLoss) and teacher is not None and term.layer_map is not None
-                n_s = 1 + max(i for i, _ in term.layer_map)
-                n_t = 1 + max(j for _, j in term.layer_map)
-                value = attention_loss(
-                    [student_features[attention_key(i)] for i in range(n_s)],
-                    [teacher.features[attention_key(j)] for j in range(n_t)],
-                    term.layer_map,
-                )
+                # only the mapped layers are read (a text teacher's maps are captured for those alone)
+                s_layers = sorted({i for i, _ in term.layer_map})
+                t_layers = sorted({j for _, j in term.layer_map})
+                pairs = [(s_layers.index(i), t_layers.index(j)) for i, j in term.layer_map]
+                s_maps = [student_features[attention_key(i)] for i in s_layers]
+                t_maps = [teacher.features[attention_key(j)] for j in t_layers]
+                if attention_mask is None:
+                    value = attention_loss(s_maps, t_maps, pairs)
+                else:
+                    value = masked_attention_loss(s_maps, t_maps, pairs, attention_mask)
             values.append(value)
         if len(values) == 1 and self.terms[0].spec.weight == 1.0:  # e.g. plain training: no extra ops
             return values[0], values[0].detach().expand(2)
@@ -280,6 +297,65 @@ def build_objective(
         projections=projections,
         student_layers=student_layers,
         teacher_layers=teacher_capture(distillation),
+    )
+
+
+def check_layer_map(
+    layer_map: Sequence[tuple[int, int]] | None, student_layers: int, teacher_layers: int
+) -> list[tuple[int, int]]:
+    """The layer map to use (the default one when None); ValueError when a pair names a missing layer."""
+    if layer_map is None:
+        return default_layer_map(student_layers, teacher_layers)
+    if not layer_map:
+        raise ValueError("attention: the layer map is empty")
+    pairs = [(int(i), int(j)) for i, j in layer_map]
+    for i, j in pairs:
+        if not (0 <= i < student_layers and 0 <= j < teacher_layers):
+            raise ValueError(
+                f"attention: layer pair ({i}, {j}) is out of range: the student has {student_layers} "
+                f"attention layers (0..{student_layers - 1}) and the teacher {teacher_layers} "
+                f"(0..{teacher_layers - 1})"
+            )
+    return pairs
+
+
+def build_layered_objective(
+    losses: Sequence[LossSpec] | None,
+    *,
+    temperature: float,
+    alpha: float,
+    has_labels: bool,
+    student_layers: int,
+    teacher_layers: int,
+) -> Objective:
+    """The objective of a transformer student whose attention maps come per layer index (text models):
+    the same terms, keys and weights as :func:`build_objective` (``losses`` None: ``alpha`` KD +
+    ``(1 - alpha)`` CE, or KD alone without labels), attention layer maps checked against the layer
+    counts. Only the registry's logit losses (kd, logit_mse, dkd, ce) and attention apply here: hint
+    layers are tabular module names."""
+    if losses is None:
+        specs: list[LossSpec] = (
+            loss_specs(DistillationSpec(), alpha=alpha) if has_labels else [KDLoss(type="kd", weight=1.0)]
+        )
+    else:
+        specs = list(losses)
+    if not specs:
+        raise ValueError("losses: give at least one loss")
+    counts: dict[str, int] = {}
+    terms: list[_Term] = []
+    for spec in specs:
+        if isinstance(spec, HintLoss):
+            raise ValueError("losses: hint losses name tabular layers; use attention for text models")
+        if isinstance(spec, CELoss) and not has_labels:
+            raise ValueError("losses: the ce loss needs train_labels")
+        counts[spec.type] = counts.get(spec.type, 0) + 1
+        n = counts[spec.type]
+        term = _Term(key=f"{spec.type}{n if n > 1 else ''}_loss", spec=spec)
+        if isinstance(spec, AttentionLoss):
+            term.layer_map = check_layer_map(spec.layer_map, student_layers, teacher_layers)
+        terms.append(term)
+    return Objective(
+        terms, temperature=temperature, projections=nn.ModuleDict(), student_layers=[], teacher_layers=[]
     )
 
 

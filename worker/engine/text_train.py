@@ -15,15 +15,19 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.spec import CELoss, LossSpec
 from worker.engine.evaluate import eval_mode
+from worker.engine.features import attention_key
 from worker.engine.loop import Checkpoint, Loop, LoopState, NoCallbacks, TrainCallbacks, fit, stack_values
-from worker.engine.losses import attention_loss, default_layer_map, hinton_kd_loss, masked_cross_entropy
+from worker.engine.losses import masked_attention_loss
+from worker.engine.objective import build_layered_objective
+from worker.engine.signals import TeacherBatch
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
     TextClassifier,
@@ -414,37 +418,6 @@ def train_text_classifier(
     )
 
 
-@dataclass(frozen=True)
-class TextLoss:
-    """One term of a text classifier's distillation loss (``distillation.losses[]`` of a text job)."""
-
-    type: Literal["kd", "ce", "attention"]
-    weight: float = 1.0
-    temperature: float | None = None
-    """``kd`` only; None: the call's ``temperature``."""
-    layer_map: Sequence[tuple[int, int]] | None = None
-    """``attention`` only: ``[(student_layer, teacher_layer), ...]``; None: :func:`default_layer_map`."""
-
-
-def check_layer_map(
-    layer_map: Sequence[tuple[int, int]] | None, student_layers: int, teacher_layers: int
-) -> list[tuple[int, int]]:
-    """The layer map to use (the default one when None); ValueError when a pair names a missing layer."""
-    if layer_map is None:
-        return default_layer_map(student_layers, teacher_layers)
-    if not layer_map:
-        raise ValueError("attention: the layer map is empty")
-    pairs = [(int(i), int(j)) for i, j in layer_map]
-    for i, j in pairs:
-        if not (0 <= i < student_layers and 0 <= j < teacher_layers):
-            raise ValueError(
-                f"attention: layer pair ({i}, {j}) is out of range: the student has {student_layers} "
-                f"attention layers (0..{student_layers - 1}) and the teacher {teacher_layers} "
-                f"(0..{teacher_layers - 1})"
-            )
-    return pairs
-
-
 @torch.no_grad()
 def teacher_attention_maps(
     teacher: nn.Module,
@@ -475,6 +448,17 @@ def teacher_attention_maps(
     return result
 
 
+def pad_teacher_maps(teacher_maps: Sequence[torch.Tensor], width: int, device: torch.device) -> torch.Tensor:
+    """Per-example teacher maps (``[m, L_i, L_i]``, :func:`teacher_attention_maps`) zero-padded into one
+    ``[b, m, width, width]`` float32 tensor."""
+    m = teacher_maps[0].shape[0]
+    target = torch.zeros((len(teacher_maps), m, width, width), device=device)
+    for row, maps in enumerate(teacher_maps):
+        n = maps.shape[-1]
+        target[row, :, :n, :n] = maps.to(device, torch.float32)
+    return target
+
+
 def text_attention_loss(
     student_maps: Sequence[torch.Tensor],
     teacher_maps: Sequence[torch.Tensor],
@@ -482,26 +466,12 @@ def text_attention_loss(
     layer_map: Sequence[tuple[int, int]],
     position: dict[int, int],
 ) -> torch.Tensor:
-    """:func:`worker.engine.losses.attention_loss` (MSE) over real tokens only.
-
-    ``student_maps``: the student's maps ``[b, heads, P, P]`` per layer (:func:`attention_maps`);
-    ``teacher_maps``: one ``[m, L, L]`` tensor per example (:func:`teacher_attention_maps`), ``position``
-    mapping a teacher layer to its index in ``m``. Padded queries and keys are zeroed on both sides and the
-    mean is taken over the real ``(query, key)`` pairs only, so padding neither trains nor dilutes the loss.
-    """
-    b, width = mask.shape
-    dev = student_maps[0].device
-    m = teacher_maps[0].shape[0]
-    target = torch.zeros((b, m, width, width), device=dev)
-    for row, maps in enumerate(teacher_maps):
-        n = maps.shape[-1]
-        target[row, :, :n, :n] = maps.to(dev, torch.float32)
-    valid = (mask[:, :, None] * mask[:, None, :]).unsqueeze(1).float()  # [b, 1, P, P]
-    student_attn = [s.float() * valid for s in student_maps]
-    teacher_attn = [target[:, p : p + 1] for p in range(m)]
+    """:func:`worker.engine.losses.masked_attention_loss` between the student's maps ``[b, heads, P, P]``
+    per layer and per-example teacher maps (``position`` maps a teacher layer to its index in them)."""
+    target = pad_teacher_maps(teacher_maps, mask.shape[1], student_maps[0].device)
+    teacher_attn = [target[:, p : p + 1] for p in range(target.shape[1])]
     pairs = [(i, position[j]) for i, j in layer_map]
-    mse = attention_loss(student_attn, teacher_attn, pairs, mode="mse")
-    return mse * (valid.numel() / valid.sum().clamp(min=1.0))
+    return masked_attention_loss(student_maps, teacher_attn, pairs, mask)
 
 
 def distill_text_classifier(
@@ -524,7 +494,7 @@ def distill_text_classifier(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.06,
     teacher_logits: torch.Tensor | None = None,
-    losses: Sequence[TextLoss] | None = None,
+    losses: Sequence[LossSpec] | None = None,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
     state: LoopState | None = None,
@@ -539,8 +509,9 @@ def distill_text_classifier(
     (with labels), ``val_accuracy``, ``val_loss``, ``val_agreement`` (same top class as the teacher, when
     the teacher is given).
 
-    ``losses`` replaces that default with a weighted sum of :class:`TextLoss` terms (``kd``, ``ce``,
-    ``attention``); each term's mean is reported per epoch as ``<type>_loss``. ``attention`` needs the
+    ``losses`` replaces that default with a weighted sum of the registry's losses (``distill.spec`` loss
+    models: ``kd``, ``ce``, ``attention``...; the objective is :mod:`worker.engine.objective`'s, as for
+    tabular students); each term's mean is reported per epoch as ``<type>_loss``. ``attention`` needs the
     teacher model (not only cached logits): see :func:`teacher_attention_maps` and
     :func:`text_attention_loss`. With ``ce`` terms only, neither a teacher nor its logits is needed: that
     trains on the labels alone (a from-scratch baseline, :func:`train_text_baseline`).
@@ -587,75 +558,57 @@ def distill_text_classifier(
         )
     if labels_only and transfer:
         raise ValueError("transfer texts have no labels: they need a kd or attention term")
-    ce_weight = (1.0 - alpha) if y_train is not None else 0.0
-    kd_weight = alpha if y_train is not None else 1.0
-    if losses is not None:
-        if not losses:
-            raise ValueError("losses: give at least one loss")
-        if y_train is None and any(term.type == "ce" for term in losses):
-            raise ValueError("losses: the ce loss needs train_labels")
-    attention_terms = [term for term in losses or [] if term.type == "attention"]
+    s_layers = int(encoder_of(student).config.num_hidden_layers)
+    t_layers = int(encoder_of(teacher).config.num_hidden_layers) if teacher is not None else s_layers
+    objective = build_layered_objective(
+        losses,
+        temperature=temperature,
+        alpha=alpha,
+        has_labels=y_train is not None,
+        student_layers=s_layers,
+        teacher_layers=t_layers,
+    )
+    attention_terms = [term for term in objective.terms if term.layer_map is not None]
+    maps_for: list[int] = []  # the teacher layers whose maps the attention terms read, in first-use order
     teacher_maps: list[torch.Tensor] = []
-    attention_plans: list[tuple[list[tuple[int, int]], dict[int, int]]] = []
     if attention_terms:
         if teacher is None:
             raise ValueError("attention: the attention loss needs the teacher model, not only its logits")
-        s_layers = int(encoder_of(student).config.num_hidden_layers)
-        t_layers = int(encoder_of(teacher).config.num_hidden_layers)
-        maps_for: list[int] = []
         for term in attention_terms:
-            pairs = check_layer_map(term.layer_map, s_layers, t_layers)
-            maps_for.extend(j for _, j in pairs if j not in maps_for)
-            attention_plans.append((pairs, {}))
-        position = {j: p for p, j in enumerate(maps_for)}
-        attention_plans = [(pairs, position) for pairs, _ in attention_plans]
+            assert term.layer_map is not None
+            maps_for.extend(j for _, j in term.layer_map if j not in maps_for)
         teacher_maps = teacher_attention_maps(teacher, train_tokens, maps_for, device=dev)
+    y_pool = y_train if y_train is not None else torch.zeros(len(train_texts), dtype=torch.long)
+    one_teacher = torch.ones(1)
 
     torch.manual_seed(seed)
     student.to(dev)
     optimizer = _optimizer(student, lr, weight_decay)
     scheduler = _schedule(optimizer, epochs * math.ceil(len(train_texts) / batch_size), warmup_ratio)
-    names: list[str] = ["loss"]
-    if losses is None:
-        names += ["kd_loss", "ce_loss"] if y_train is not None else ["kd_loss"]
-    else:
-        names += [f"{term.type}_loss" for term in losses]
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = train_tokens.batch(idx)
         ids, mask = ids.to(dev), mask.to(dev)
         logits = student(ids, mask).float()
-        target = teacher_logits[idx].to(dev) if teacher_logits is not None else None
+        teacher_batch = None
+        student_features: dict[str, torch.Tensor] = {}
+        if teacher_logits is not None:
+            features: dict[str, torch.Tensor] = {}
+            if attention_terms:
+                padded = pad_teacher_maps([teacher_maps[int(i)] for i in idx], mask.shape[1], dev)
+                features = {attention_key(j): padded[:, p : p + 1] for p, j in enumerate(maps_for)}
+                maps = attention_maps(student, ids, mask)
+                student_features = {attention_key(i): m for i, m in enumerate(maps)}
+            teacher_batch = TeacherBatch(
+                num_classes=k,
+                weights=one_teacher.to(dev),
+                full_logits=teacher_logits[idx].to(dev).unsqueeze(0),
+                features=features,
+            )
         mask_b = None if labeled is None else labeled[idx].to(dev)
-        parts: list[torch.Tensor] = []
-        if losses is None:
-            assert target is not None
-            kd = hinton_kd_loss(logits, target, temperature)
-            parts.append(kd)
-            loss = kd_weight * kd
-            if y_train is not None:
-                ce = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
-                loss = loss + ce_weight * ce
-                parts.append(ce)
-            return loss, stack_values(loss, *parts)
-        loss = logits.new_zeros(())
-        student_maps = attention_maps(student, ids, mask) if attention_terms else ()
-        plans = iter(attention_plans)
-        for term in losses:
-            if term.type == "kd":
-                assert target is not None
-                value = hinton_kd_loss(logits, target, term.temperature or temperature)
-            elif term.type == "ce":
-                assert y_train is not None
-                value = masked_cross_entropy(logits, y_train[idx].to(dev), mask_b)
-            else:
-                pairs, position = next(plans)
-                value = text_attention_loss(
-                    student_maps, [teacher_maps[int(i)] for i in idx], mask, pairs, position
-                )
-            loss = loss + term.weight * value
-            parts.append(value)
-        return loss, stack_values(loss, *parts)
+        return objective(
+            logits, student_features, y_pool[idx].to(dev), mask_b, teacher_batch, attention_mask=mask
+        )
 
     def evaluate() -> dict[str, float]:
         val_logits = _run_batched(student, val_tokens, dev, 64)
@@ -673,7 +626,7 @@ def distill_text_classifier(
             optimizer=optimizer,
             scheduler=scheduler,
             step=step,
-            keys=names,
+            keys=objective.keys,
             evaluate=evaluate,
             examples=len(train_texts),
             epochs=epochs,
@@ -713,6 +666,6 @@ def train_text_baseline(
         val_texts,
         val_labels,
         train_labels=train_labels,
-        losses=[TextLoss(type="ce")],
+        losses=[CELoss(type="ce")],
         **settings,
     )

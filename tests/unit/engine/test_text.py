@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig
 
+from distill.spec import AttentionLoss, CELoss, KDLoss
 from worker.engine.loop import LoopState
+from worker.engine.objective import check_layer_map
 from worker.engine.text import (
     MINILM,
     TextClassifier,
@@ -29,8 +31,6 @@ from worker.engine.text import (
 )
 from worker.engine.text_data import read_text_jsonl, sentiment_examples, template_sentences
 from worker.engine.text_train import (
-    TextLoss,
-    check_layer_map,
     distill_embeddings,
     distill_text_classifier,
     encode_texts,
@@ -338,7 +338,10 @@ def test_attention_transfer_masks_padding_and_trains_with_kd(minilm: MiniLM) -> 
         epochs=1,
         batch_size=8,
         max_length=32,
-        losses=[TextLoss("kd", 0.7), TextLoss("attention", 0.3, layer_map=[(0, 1)])],
+        losses=[
+            KDLoss(type="kd", weight=0.7),
+            AttentionLoss(type="attention", weight=0.3, layer_map=[(0, 1)]),
+        ],
     )
     last = out.history[-1]
     assert {"train_loss", "kd_loss", "attention_loss"} <= last.keys() and "ce_loss" not in last
@@ -351,7 +354,7 @@ def test_attention_transfer_masks_padding_and_trains_with_kd(minilm: MiniLM) -> 
             texts[:16],
             texts[16:],
             labels[16:],
-            losses=[TextLoss("attention", layer_map=[(3, 0)])],
+            losses=[AttentionLoss(type="attention", layer_map=[(3, 0)])],
         )
 
 
@@ -440,7 +443,7 @@ def test_transfer_texts_get_kd_but_no_cross_entropy(minilm: MiniLM) -> None:
             val_y,
             train_labels=train_y,
             transfer_texts=transfer,
-            losses=[TextLoss("ce")],
+            losses=[CELoss(type="ce")],
         )
 
 
