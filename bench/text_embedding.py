@@ -28,7 +28,8 @@ import torch
 
 from worker.engine.text import MINILM, build_text_student, count_text_parameters, load_minilm, save_text_model
 from worker.engine.text_data import doc_sentences, template_sentences
-from worker.engine.text_train import distill_embeddings, encode_texts, mean_cosine, measure_latency
+from worker.engine.text_inference import encode_texts, mean_cosine, measure_latency
+from worker.engine.text_train import distill_embeddings
 
 NATURAL = [
     "How do I reset my password if I no longer have access to my email?",

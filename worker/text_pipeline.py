@@ -1,5 +1,10 @@
 """A text job's training: an encoder student distilled from a text teacher (MiniLM or a text model), or a
-classifier teacher job, through the same teacher-output cache, callbacks and report as tabular jobs."""
+classifier teacher job, through the same teacher-output cache, callbacks and report as tabular jobs.
+
+Over 500 lines: it holds the three kinds of text job (embedding, classifier teacher, distilled classifier
+with its baseline and "auto" trials), their exports and their share of the teacher-output cache, which
+all build one report; the next step of issue 7 folds what it shares with :mod:`worker.pipeline` into one
+pipeline over a modality."""
 
 from __future__ import annotations
 
@@ -215,7 +220,8 @@ class TextPipeline(BasePipeline):
     def _teacher_job(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
         """No teacher: MiniLM (or a student of it, per the model config) + a head trained on the labels."""
         from worker.engine.text import count_text_parameters, load_minilm
-        from worker.engine.text_train import text_logits, train_text_classifier
+        from worker.engine.text_inference import text_logits
+        from worker.engine.text_train import train_text_classifier
 
         minilm, tokenizer = load_minilm()
         cfg = self.model_config
@@ -274,7 +280,8 @@ class TextPipeline(BasePipeline):
 
     def _classifier(self) -> tuple[Any, Any, Any, dict[str, Any], dict[str, Any] | None]:
         from worker.engine.text import TextClassifier
-        from worker.engine.text_train import distill_text_classifier, text_logits
+        from worker.engine.text_inference import text_logits
+        from worker.engine.text_train import distill_text_classifier
 
         assert self.teacher is not None
         teacher = self.teacher.model
@@ -440,7 +447,7 @@ class TextPipeline(BasePipeline):
         """``(test accuracy, agreement with the teacher, teacher's test accuracy)`` on the test split: the
         last epoch's validation figures when the validation texts are the test texts, else measured on the
         test texts (which no "auto" trial saw)."""
-        from worker.engine.text_train import text_logits
+        from worker.engine.text_inference import text_logits
 
         test = self.data.test
         if test is None:
@@ -598,7 +605,7 @@ class TextPipeline(BasePipeline):
     def _latency(self, teacher: Any, student: Any, tokenizer: Any) -> tuple[float, float]:
         """Median CPU seconds of one forward pass over one text, batch 1 as in every job's
         ``cpu_latency_ms`` (teacher's, student's; 0.0 without one)."""
-        from worker.engine.text_train import measure_latency
+        from worker.engine.text_inference import measure_latency
 
         texts = self.data.validation.texts
         kwargs = {"batch_size": 1, "max_length": self.max_length, "repeats": 9, "warmup": 2}

@@ -1,5 +1,8 @@
 """Text models: the MiniLM teacher, BERT-style students, attention maps, and the text model file.
 
+(Over 500 lines: the model classes, how a student is cut from its teacher, and the file format that
+rebuilds them are one contract, kept in one place.)
+
 A sentence embedding is the mean of the encoder's last hidden states over the attention mask, L2-normalised
 (what sentence-transformers' ``all-MiniLM-L6-v2`` does: Transformer -> Pooling(mean) -> Normalize).
 

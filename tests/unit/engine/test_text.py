@@ -30,14 +30,16 @@ from worker.engine.text import (
     tokenize,
 )
 from worker.engine.text_data import read_text_jsonl, sentiment_examples, template_sentences
-from worker.engine.text_train import (
-    distill_embeddings,
-    distill_text_classifier,
+from worker.engine.text_inference import (
     encode_texts,
     mean_cosine,
     teacher_attention_maps,
     text_attention_loss,
     text_logits,
+)
+from worker.engine.text_train import (
+    distill_embeddings,
+    distill_text_classifier,
     train_text_baseline,
     train_text_classifier,
 )
