@@ -1,27 +1,41 @@
 """Everything a job reads before training: its datasets (builtin or uploaded, split, augmented) and its
-teachers (with the sha256 of their weights, which keys the teacher-output cache).
+teachers (with the sha256 of their weights, which keys the teacher-output cache). What was read is checked
+against the spec by :func:`distill.plan.plan`, the same function the API ran on submission.
 
 Files and teacher jobs are looked up within the job's tenant, never by id alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.datasets import ArrayDataset, DatasetError, TextDataset, read_dataset, read_text_dataset
-from distill.modelfile import ModelFileError
-from distill.spec import BuiltinData, BuiltinTeacher, DataRef, JobSpec, JobTeacher, StoredModelConfig
+from distill.datasets import BUILTIN_INFO, ArrayDataset, DatasetError, DatasetInfo, TextDataset
+from distill.datasets.builtins import load_builtin
+from distill.datasets.readers import read_any
+from distill.datasets.split import holdout_split
+from distill.modelfile import BUILTIN_TEXT_TEACHERS, ModelFileError, inspect_any_model_file
+from distill.plan import Plan, Resolved, TeacherInfo, plan
+from distill.spec import (
+    BuiltinData,
+    BuiltinTeacher,
+    DataRef,
+    FileTeacher,
+    JobSpec,
+    JobTeacher,
+    SpecError,
+    StoredModelConfig,
+)
 from distill.storage import ObjectNotFound, ObjectStore
 from distill.tables import Artifact, File, Job
 from worker.engine.augment import augment_inputs
-from worker.engine.data import holdout_split, load_builtin
 from worker.engine.export import load_model
 from worker.engine.train import TrainInputs
 from worker.failures import JobFailure
@@ -121,7 +135,67 @@ def text_holdout_split(ds: TextDataset) -> tuple[TextDataset, TextDataset]:
     return ds.subset(np.sort(order[k:])), ds.subset(np.sort(order[:k]))
 
 
+D = TypeVar("D", ArrayDataset, TextDataset)
+
+
+@dataclass
+class Splits(Generic[D]):
+    train: D
+    validation: D
+    """Per-epoch metrics, and where ``"auto"`` trials choose."""
+    test: D
+    """Where the final figures (``test_accuracy``...) are measured; may be ``validation`` itself."""
+    sources: dict[str, str]
+    """Where ``validation`` and ``test`` come from, for the report."""
+
+
+def choose_splits(
+    train: D,
+    validation: D | None,
+    test: D | None,
+    *,
+    official: D | None,
+    chooses: bool,
+    holdout: Callable[[D], tuple[D, D]],
+) -> Splits[D]:
+    """The job's splits. ``test`` is ``data.test``, else the builtin's official test split, else
+    ``data.validation`` when nothing is chosen, else a seeded 20% of the training data (the same for every
+    job, so a teacher and its students meet the same examples). ``validation`` is ``data.validation``, else
+    the test split when nothing is chosen, else a seeded 20% of what is left of the training data: no
+    choice (``chooses``: "auto" trials) ever sees the test split."""
+    if test is not None:
+        test_source = "data.test"
+    elif official is not None:
+        test, test_source = official, "builtin test split"
+    elif validation is not None and not chooses:
+        test, test_source = validation, "data.validation"
+    else:
+        train, test = holdout(train)
+        test_source = "seeded 20% of data.train"
+    if validation is not None:
+        validation_source = "data.validation"
+    elif not chooses:
+        validation, validation_source = test, test_source
+    else:
+        train, validation = holdout(train)
+        validation_source = "seeded 20% of the rest of data.train"
+    return Splits(train, validation, test, {"validation": validation_source, "test": test_source})
+
+
+@dataclass
+class _Found:
+    """One data reference: what it is (the plan's view) and, where loaded, its examples."""
+
+    info: DatasetInfo
+    dataset: ArrayDataset | TextDataset | None
+    held_out: ArrayDataset | None = None
+    """A builtin's official test split."""
+
+
 class InputLoader:
+    """Loads a job's inputs, and checks the spec against what they turned out to be (:func:`plan`) before
+    anything trains: the same rules the API checked on submission, on what this worker actually read."""
+
     def __init__(
         self,
         *,
@@ -136,133 +210,123 @@ class InputLoader:
         self.cache_dir = cache_dir
         self.tenant_id = tenant_id
         self.workdir = workdir
+        self._teacher_files: dict[int, tuple[Path, str, str]] = {}
+        """Fetched teacher files by index in ``spec.teachers``: ``(path, sha256, name)``."""
 
     # -- data ---------------------------------------------------------------------------------------
 
     def data(self, spec: JobSpec) -> LoadedData:
-        """The job's splits. ``test`` (where ``test_accuracy`` is measured) is ``data.test``, else the
-        builtin's official test split, else a seeded 20% of the training file (the same for every job, so a
-        teacher and its students meet the same examples). ``validation`` (per-epoch metrics, and where
-        ``"auto"`` trials choose) is ``data.validation``, else the test split when nothing is chosen, else
-        a seeded 20% of what is left of the training data: no choice ever sees the test split."""
-        train, official = self._dataset(spec.data.train, "data.train")
-        if train.y is None:
-            raise JobFailure("invalid_dataset", "data.train: the training set has no labels")
-        num_classes = int(train.y.max()) + 1
+        """The job's datasets, checked by :func:`plan`, split by :func:`choose_splits`, augmented."""
+        train = self._find(spec.data.train, "data.train", load_builtin_data=True)
+        validation = self._find_optional(spec.data.validation, "data.validation", load_builtin_data=True)
+        test = self._find_optional(spec.data.test, "data.test", load_builtin_data=True)
+        transfer = self._find_optional(spec.data.transfer, "data.transfer", load_builtin_data=True)
+        checked = self._plan(spec, train, validation, test, transfer)
+        assert checked.num_classes is not None and isinstance(train.dataset, ArrayDataset)
+        train_ds = train.dataset
         chooses = spec.distillation.uses_auto and bool(spec.teachers)
-        validation: ArrayDataset | None = None
-        if spec.data.validation is not None:
-            validation, _ = self._dataset(spec.data.validation, "data.validation")
-        if spec.data.test is not None:
-            test, _ = self._dataset(spec.data.test, "data.test")
-            test_source = "data.test"
-        elif official is not None:
-            test, test_source = official, "builtin test split"
-        elif validation is not None and not chooses:
-            test, test_source = validation, "data.validation"
-        else:
-            train, test = holdout_split(train)
-            test_source = "seeded 20% of data.train"
-        if validation is not None:
-            validation_source = "data.validation"
-        elif not chooses:
-            validation, validation_source = test, test_source
-        else:
-            train, validation = holdout_split(train)
-            validation_source = "seeded 20% of the rest of data.train"
-        for name, ds in (("data.validation", validation), ("data.test", test)):
-            if ds.y is None:
-                raise JobFailure("invalid_dataset", f"{name}: the set needs a label for every example")
-        transfer = None
-        if spec.data.transfer is not None:
-            transfer, _ = self._dataset(spec.data.transfer, "data.transfer")
+        validation_ds = None if validation is None else validation.dataset
+        test_ds = None if test is None else test.dataset
+        assert validation_ds is None or isinstance(validation_ds, ArrayDataset)
+        assert test_ds is None or isinstance(test_ds, ArrayDataset)
+        split = choose_splits(
+            train_ds, validation_ds, test_ds, official=train.held_out, chooses=chooses, holdout=holdout_split
+        )
+        train_ds, validation_ds, test_ds = split.train, split.validation, split.test
+        transfer_ds = None
+        if transfer is not None:
+            assert isinstance(transfer.dataset, ArrayDataset)
+            transfer_ds = transfer.dataset
         augmented = 0
         if spec.data.augment is not None:
-            base = transfer.x if transfer is not None else train.x
+            base = transfer_ds.x if transfer_ds is not None else train_ds.x
             try:
                 x = augment_inputs(base, spec.data.augment, spec.training.seed)
             except ValueError as exc:
                 raise JobFailure("invalid_spec", f"data.augment: {exc}") from exc
             augmented = len(x) - len(base)
-            transfer = ArrayDataset(x, None)
-        inputs = TrainInputs(train=train, validation=validation, transfer=transfer, test=test)
+            transfer_ds = ArrayDataset(x, None)
+        inputs = TrainInputs(train=train_ds, validation=validation_ds, transfer=transfer_ds, test=test_ds)
         return LoadedData(
             inputs=inputs,
-            input_shape=list(train.x.shape[1:]),
-            num_classes=num_classes,
+            input_shape=checked.input_shape,
+            num_classes=checked.num_classes,
             augmented=augmented,
-            splits={"validation": validation_source, "test": test_source},
+            splits=split.sources,
         )
 
-    def _dataset(self, ref: DataRef, field: str) -> tuple[ArrayDataset, ArrayDataset | None]:
-        """The dataset and, for a builtin, its official held-out split."""
+    def _find(self, ref: DataRef, field: str, *, load_builtin_data: bool) -> _Found:
+        """A data reference's description and examples (a builtin is loaded only for tabular jobs)."""
         if isinstance(ref, BuiltinData):
-            return load_builtin(ref.builtin, self.cache_dir / "builtins")
+            if not load_builtin_data:
+                return _Found(BUILTIN_INFO[ref.builtin], None)
+            train, test = load_builtin(ref.builtin, self.cache_dir / "builtins")
+            return _Found(BUILTIN_INFO[ref.builtin], train, test)
         row = self._file(ref.file, f"{field}.file", "dataset")
         path = self._fetch(row.storage_key, self.workdir / f"{row.id}-{row.filename}", field)
         try:
-            return read_dataset(path, row.filename), None
+            ds, fmt = read_any(path, row.filename)
         except DatasetError as exc:
             raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
+        return _Found(DatasetInfo.of(ds, fmt), ds)
+
+    def _find_optional(self, ref: DataRef | None, field: str, *, load_builtin_data: bool) -> _Found | None:
+        return None if ref is None else self._find(ref, field, load_builtin_data=load_builtin_data)
+
+    def _plan(
+        self,
+        spec: JobSpec,
+        train: _Found,
+        validation: _Found | None,
+        test: _Found | None,
+        transfer: _Found | None,
+    ) -> Plan:
+        """The spec checked against what was loaded (teachers' files fetched and described here)."""
+        resolved = Resolved(
+            train=train.info,
+            validation=None if validation is None else validation.info,
+            test=None if test is None else test.info,
+            transfer=None if transfer is None else transfer.info,
+            teachers=[self._teacher_info(spec, index) for index in range(len(spec.teachers))],
+        )
+        try:
+            return plan(spec, resolved)
+        except SpecError as exc:
+            raise JobFailure("invalid_spec", exc.message) from exc
 
     # -- text ------------------------------------------------------------------------------------------
 
     def text_data(self, spec: JobSpec) -> LoadedTextData:
-        """The splits as in :meth:`data`: ``"auto"`` trials choose on a validation split that the test
-        split (``data.test``, else ``data.validation`` when nothing is chosen, else a seeded 20% of the
-        texts) never joins."""
-        train = self._text_dataset(spec.data.train, "data.train")
+        """The texts, checked by :func:`plan` and split by :func:`choose_splits` (no official split)."""
+        train = self._find(spec.data.train, "data.train", load_builtin_data=False)
+        validation = self._find_optional(spec.data.validation, "data.validation", load_builtin_data=False)
+        test = self._find_optional(spec.data.test, "data.test", load_builtin_data=False)
+        transfer = self._find_optional(spec.data.transfer, "data.transfer", load_builtin_data=False)
+        checked = self._plan(spec, train, validation, test, transfer)
+        assert isinstance(train.dataset, TextDataset)
+        train_ds = train.dataset
         labeled = spec.task == "classification"
-        if labeled and train.y is None:
-            raise JobFailure("invalid_dataset", "data.train: a classification job needs labels")
-        num_classes = train.num_classes if train.y is not None else None
         chooses = labeled and spec.distillation.uses_auto and bool(spec.teachers)
-        validation: TextDataset | None = None
-        held_out = False
-        if spec.data.validation is not None:
-            validation = self._text_dataset(spec.data.validation, "data.validation")
-        test: TextDataset | None = None
-        if spec.data.test is not None:
-            test, test_source = self._text_dataset(spec.data.test, "data.test"), "data.test"
-        elif validation is not None and not chooses:
-            test_source = "data.validation"
-        else:
-            train, test = text_holdout_split(train)
-            test_source = "seeded 20% of data.train"
-        if validation is not None:
-            validation_source = "data.validation"
-        elif not chooses:
-            validation, test, held_out = test, None, True
-            validation_source = test_source
-        else:
-            train, validation = text_holdout_split(train)
-            validation_source, held_out = "seeded 20% of the rest of data.train", True
-        assert validation is not None
-        for name, ds in (("validation", validation), ("test", test)):
-            if labeled and ds is not None and ds.y is None:
-                raise JobFailure("invalid_dataset", f"data.{name}: the {name} set needs labels")
-        transfer = None
-        if spec.data.transfer is not None:
-            transfer = self._text_dataset(spec.data.transfer, "data.transfer")
-        return LoadedTextData(
-            train=train,
-            validation=validation,
-            num_classes=num_classes,
-            held_out=held_out,
-            transfer=transfer,
-            test=test,
-            splits={"validation": validation_source, "test": test_source},
+        validation_ds = None if validation is None else validation.dataset
+        test_ds = None if test is None else test.dataset
+        assert validation_ds is None or isinstance(validation_ds, TextDataset)
+        assert test_ds is None or isinstance(test_ds, TextDataset)
+        split = choose_splits(
+            train_ds, validation_ds, test_ds, official=None, chooses=chooses, holdout=text_holdout_split
         )
-
-    def _text_dataset(self, ref: DataRef, field: str) -> TextDataset:
-        if isinstance(ref, BuiltinData):
-            raise JobFailure("invalid_dataset", f"{field}: builtin datasets are numeric, not texts")
-        row = self._file(ref.file, f"{field}.file", "dataset")
-        path = self._fetch(row.storage_key, self.workdir / f"{row.id}-{row.filename}", field)
-        try:
-            return read_text_dataset(path, row.filename)
-        except DatasetError as exc:
-            raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
+        transfer_ds = None
+        if transfer is not None:
+            assert isinstance(transfer.dataset, TextDataset)
+            transfer_ds = transfer.dataset
+        return LoadedTextData(
+            train=split.train,
+            validation=split.validation,
+            num_classes=checked.num_classes,
+            held_out=split.sources["validation"].startswith("seeded"),
+            transfer=transfer_ds,
+            test=None if split.test is split.validation else split.test,
+            splits=split.sources,
+        )
 
     def text_teacher(self, spec: JobSpec) -> LoadedTextTeacher | None:
         """The text teacher of a text job (None: a teacher job); torch/transformers loaded only here."""
@@ -271,21 +335,11 @@ class InputLoader:
         if not spec.teachers:
             return None
         ref = spec.teachers[0]
-        several = isinstance(spec.teacher, list)
-        base = "teacher.0" if several else "teacher"
+        field = spec.teacher_field(0)
         if isinstance(ref, BuiltinTeacher):
             encoder, tokenizer = load_builtin_text_teacher(ref.builtin)
-            return LoadedTextTeacher(
-                encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, f"{base}.builtin"
-            )
-        if isinstance(ref, JobTeacher):
-            field, name = f"{base}.job", ref.job
-            key, sha256 = self._teacher_job_model(ref.job, field)
-        else:
-            field, name = f"{base}.file", ref.file
-            row = self._file(ref.file, field, "model")
-            key, sha256 = row.storage_key, row.sha256
-        path = self._fetch(key, self.workdir / "teacher-text.safetensors", field)
+            return LoadedTextTeacher(encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, field)
+        path, sha256, name = self._teacher_file(spec, 0)
         try:
             model, tokenizer, _ = load_text_model(path)
         except TextModelError as exc:
@@ -295,35 +349,44 @@ class InputLoader:
     # -- teachers -------------------------------------------------------------------------------------
 
     def teachers(self, spec: JobSpec, data: LoadedData) -> list[LoadedTeacher]:
-        several = isinstance(spec.teacher, list)
+        """The tabular teachers, loaded from the files :meth:`data` fetched and checked against the data."""
         loaded = []
         for index, ref in enumerate(spec.teachers):
-            base = f"teacher.{index}" if several else "teacher"
-            if isinstance(ref, BuiltinTeacher):
-                raise JobFailure(
-                    "incompatible_teacher",
-                    f"{base}.builtin: {ref.builtin} teaches text (encoder) students only",
-                )
-            if isinstance(ref, JobTeacher):
-                field = f"{base}.job"
-                key, sha256 = self._teacher_job_model(ref.job, field)
-            else:
-                field = f"{base}.file"
-                row = self._file(ref.file, field, "model")
-                key, sha256 = row.storage_key, row.sha256
-            path = self._fetch(key, self.workdir / f"teacher-{index}.safetensors", field)
+            field = spec.teacher_field(index)
+            path, sha256, _ = self._teacher_file(spec, index)
             try:
                 module, config = load_model(path)
             except ModelFileError as exc:
                 raise JobFailure("invalid_model", f"{field}: {exc}") from exc
-            if config.num_classes != data.num_classes or config.input_shape != data.input_shape:
-                raise JobFailure(
-                    "incompatible_teacher",
-                    f"{field}: the teacher maps {config.input_shape} to {config.num_classes} classes but the "
-                    f"data has inputs {data.input_shape} and {data.num_classes} classes",
-                )
             loaded.append(LoadedTeacher(module, config, sha256, ref.weight, field))
         return loaded
+
+    def _teacher_file(self, spec: JobSpec, index: int) -> tuple[Path, str, str]:
+        """Fetch teacher ``index``'s model file once: ``(path, sha256, name)``."""
+        if index not in self._teacher_files:
+            ref = spec.teachers[index]
+            field = spec.teacher_field(index)
+            if isinstance(ref, JobTeacher):
+                key, sha256 = self._teacher_job_model(ref.job, field)
+                name = ref.job
+            else:
+                assert isinstance(ref, FileTeacher)
+                row = self._file(ref.file, field, "model")
+                key, sha256, name = row.storage_key, row.sha256, ref.file
+            path = self._fetch(key, self.workdir / f"teacher-{index}.safetensors", field)
+            self._teacher_files[index] = (path, sha256, name)
+        return self._teacher_files[index]
+
+    def _teacher_info(self, spec: JobSpec, index: int) -> TeacherInfo:
+        """What teacher ``index`` is, read from its file's header (no weights loaded)."""
+        ref = spec.teachers[index]
+        if isinstance(ref, BuiltinTeacher):
+            return BUILTIN_TEXT_TEACHERS[ref.builtin]
+        path, _, _ = self._teacher_file(spec, index)
+        try:
+            return inspect_any_model_file(path)[0]
+        except ModelFileError as exc:
+            raise JobFailure("invalid_model", f"{spec.teacher_field(index)}: {exc}") from exc
 
     def _teacher_job_model(self, job_id: str, field: str) -> tuple[str, str]:
         with self.sessions() as session:

@@ -19,13 +19,15 @@ from engine_support import Recorder, three_blobs
 from sklearn.datasets import load_wine
 
 from distill.datasets import ArrayDataset
+from distill.datasets.builtins import load_builtin
+from distill.datasets.split import holdout_split
 from distill.results import JobResult, Report
 from distill.spec import JobSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from distill.storage import LocalStore
 from worker.engine.export import load_model
 from worker.engine.loop import NoCallbacks
 from worker.engine.train import TrainInputs, train_model
-from worker.inputs import InputLoader, LoadedData, LoadedTeacher
+from worker.inputs import LoadedData, LoadedTeacher, choose_splits
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
 
@@ -129,22 +131,27 @@ def test_raw_wine_features_are_standardised_inside_the_model_and_its_exports(tmp
 
 
 def test_auto_chooses_on_a_validation_split_that_the_test_split_never_joins(tmp_path: Path) -> None:
-    loader = InputLoader(
-        sessions=None,
-        store=LocalStore(tmp_path),
-        cache_dir=tmp_path / "cache",
-        tenant_id="t",
-        workdir=tmp_path,
-    )  # type: ignore[arg-type]
-    base = {"data": {"train": {"builtin": "digits"}}, "teacher": {"file": "file_teacher"}}
-    plain = loader.data(JobSpec.model_validate(base))
-    assert plain.splits == {"validation": "builtin test split", "test": "builtin test split"}
-    assert plain.inputs.validation is plain.inputs.evaluation  # nothing is chosen: as before
+    train, official = load_builtin("digits", tmp_path)
+    plain = choose_splits(train, None, None, official=official, chooses=False, holdout=holdout_split)
+    assert plain.sources == {"validation": "builtin test split", "test": "builtin test split"}
+    assert plain.validation is plain.test  # nothing is chosen: as before
 
-    auto = loader.data(JobSpec.model_validate({**base, "distillation": {"temperature": "auto"}}))
-    assert auto.splits["test"] == "builtin test split"
-    assert auto.splits["validation"] != auto.splits["test"]
-    assert len(auto.inputs.train) + len(auto.inputs.validation) == len(plain.inputs.train)
-    test_rows = {row.tobytes() for row in auto.inputs.evaluation.x}
-    assert not any(row.tobytes() in test_rows for row in auto.inputs.validation.x)
-    assert auto.summary(1)["splits"] == auto.splits
+    auto = choose_splits(train, None, None, official=official, chooses=True, holdout=holdout_split)
+    assert auto.sources["test"] == "builtin test split"
+    assert auto.sources["validation"] != auto.sources["test"]
+    assert len(auto.train) + len(auto.validation) == len(plain.train)
+    test_rows = {row.tobytes() for row in auto.test.x}
+    assert not any(row.tobytes() in test_rows for row in auto.validation.x)
+
+
+def test_a_file_without_a_test_set_holds_out_test_and_validation_separately_when_choosing() -> None:
+    rng = np.random.default_rng(0)
+    data = ArrayDataset(rng.normal(size=(100, 3)).astype(np.float32), rng.integers(0, 2, 100))
+    split = choose_splits(data, None, None, official=None, chooses=True, holdout=holdout_split)
+    assert split.sources == {
+        "validation": "seeded 20% of the rest of data.train",
+        "test": "seeded 20% of data.train",
+    }
+    assert len(split.train) + len(split.validation) + len(split.test) == 100
+    given = choose_splits(data, None, data, official=None, chooses=False, holdout=holdout_split)
+    assert given.sources == {"validation": "data.test", "test": "data.test"}
