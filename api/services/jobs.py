@@ -19,6 +19,7 @@ from distill.ids import new_job_id
 from distill.jobstate import TERMINAL, JobStatus
 from distill.modelfile import TextModelInfo
 from distill.queue import enqueue_job
+from distill.settings import Settings
 from distill.spec import (
     AttentionLoss,
     BuiltinData,
@@ -414,7 +415,22 @@ def _check_text_layer_maps(spec: JobSpec, teacher_layers: int | None) -> None:
                 )
 
 
-def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec) -> Job:
+def check_queue(spec: JobSpec, allowed: str, default: str) -> None:
+    """``resources.queue`` must name a queue a worker pool serves, when ``DISTILL_QUEUES`` lists them."""
+    names = {q.strip() for q in allowed.split(",") if q.strip()} | {default}
+    wanted = spec.resources.queue
+    if wanted and allowed.strip() and wanted not in names:
+        raise Invalid(
+            f"resources.queue: no worker pool serves {wanted!r}; the queues are {', '.join(sorted(names))}",
+            field="resources.queue",
+        )
+
+
+def create_job(
+    *, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec, settings: Settings | None = None
+) -> Job:
+    if settings is not None:
+        check_queue(spec, settings.queues, settings.queue_name)
     check_references(session, tenant, spec)
     job = Job(
         id=new_job_id(),
@@ -429,7 +445,7 @@ def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec
     append_event(session, job.id, "job queued")
     session.commit()
     try:
-        enqueue_job(queue, job.id)
+        enqueue_job(queue, job.id, spec.resources.queue)
     except Exception:  # the row is the truth: a sweep can send the message again later
         log.exception("could not send job %s to the queue; it stays queued", job.id)
     return job
