@@ -130,7 +130,12 @@ class JobsCollector(Collector):
 
 
 def _gpu_memory() -> Iterable[Any]:
-    """Allocated and total memory of each GPU this process sees (none: no samples)."""
+    """Used and total memory of each GPU this host has (none: no samples).
+
+    Read through NVML (``torch.cuda.device_memory_used``) where it is installed, which counts every process
+    on the GPU (the workers' jobs included) and creates no CUDA context in the API process; else through
+    ``mem_get_info``, which does.
+    """
     try:
         import torch
 
@@ -139,9 +144,14 @@ def _gpu_memory() -> Iterable[Any]:
         used = GaugeMetricFamily("distill_gpu_memory_used_bytes", "GPU memory in use", labels=["device"])
         total = GaugeMetricFamily("distill_gpu_memory_total_bytes", "GPU memory in all", labels=["device"])
         for index in range(torch.cuda.device_count()):
-            free, whole = torch.cuda.mem_get_info(index)
-            used.add_metric([str(index)], float(whole - free))
-            total.add_metric([str(index)], float(whole))
+            try:
+                in_use = float(torch.cuda.device_memory_used(index))
+                whole = float(torch.cuda.get_device_properties(index).total_memory)
+            except Exception:  # no pynvml: ask the CUDA runtime
+                free, size = torch.cuda.mem_get_info(index)
+                in_use, whole = float(size - free), float(size)
+            used.add_metric([str(index)], in_use)
+            total.add_metric([str(index)], whole)
         yield used
         yield total
     except Exception:

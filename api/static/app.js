@@ -259,7 +259,7 @@ async function refreshMetrics(id) {
   drawChart($("#loss-chart"), loss, []);
   const legend = $("#legend");
   legend.replaceChildren();
-  for (const s of [...acc, ...lines]) {
+  for (const s of [...acc, ...lines, ...loss.filter((l) => l.role === "val" && l.points.length)]) {
     const span = document.createElement("span");
     const swatch = document.createElement("i");
     swatch.style.background = s.color;
@@ -296,7 +296,9 @@ function drawChart(svg, series, lines) {
     const y = y0 + ((y1 - y0) * i) / 4;
     svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: sy(y), y2: sy(y) }));
     const label = svgEl("text", { x: L - 4, y: sy(y) + 3, "text-anchor": "end" });
-    label.textContent = Math.abs(y1 - y0) < 5 ? y.toFixed(2) : y.toFixed(0);
+    const span = y1 - y0;
+    const digits = span < 2 ? 2 : span < 20 ? 1 : 0;
+    label.textContent = (Math.abs(y) < 1e-9 ? 0 : y).toFixed(digits);
     svg.append(label);
   }
   const xt = svgEl("text", { x: W - R, y: H - 6, "text-anchor": "end" });
