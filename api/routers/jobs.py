@@ -63,6 +63,7 @@ def list_events(
 ) -> ListRead[EventRead] | StreamingResponse:
     if stream:  # server-sent events (api/routers/streams.py)
         get_owned(session, Job, job_id, tenant)
+        session.close()  # give the connection back now: the stream reads with short sessions of its own
         return stream_events(request, job_id, after, last_event_id)
     page = service.list_events(session=session, tenant=tenant, job_id=job_id, after=after, limit=limit)
     return ListRead(data=[EventRead.of(r) for r in page.rows], has_more=page.has_more)

@@ -6,15 +6,17 @@ accuracies) and, once a job with a baseline has succeeded, the baseline's histor
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from distill.jobstate import TERMINAL
 from distill.storage import ObjectStore
@@ -23,6 +25,7 @@ from distill.tables import Artifact, Job, JobEvent
 log = logging.getLogger(__name__)
 
 EPOCH_PREFIX = "epoch "
+PAGE = 500
 STUDENT, BASELINE, TEACHER = "distilled student", "baseline (from scratch)", "teacher"
 
 
@@ -39,35 +42,46 @@ def _event_json(row: JobEvent) -> str:
     )
 
 
-def sse_events(
+def _read_after(
+    sessions: sessionmaker[Session], job_id: str, after: int
+) -> tuple[list[tuple[int, str]], str | None, int]:
+    """Up to ``PAGE`` events after ``after`` (seq, JSON), the job's status and its newest seq (None: gone)."""
+    with sessions() as session:
+        rows = [
+            (row.seq, _event_json(row))
+            for row in session.scalars(
+                select(JobEvent)
+                .where(JobEvent.job_id == job_id, JobEvent.seq > after)
+                .order_by(JobEvent.seq)
+                .limit(PAGE)
+            )
+        ]
+        job = session.get(Job, job_id)
+        return rows, (job.status if job is not None else None), (job.event_seq if job is not None else 0)
+
+
+async def sse_events(
     sessions: sessionmaker[Session],
     job_id: str,
     after: int,
     *,
     poll_seconds: float,
     keepalive_seconds: float,
-) -> Iterator[str]:
+) -> AsyncIterator[str]:
     """``id: <seq>`` + ``data: <event JSON>`` per event after ``after``; a ``: keep-alive`` comment when
-    quiet; a final ``event: end`` carrying the job's status once it is terminal and every event is sent."""
+    quiet; a final ``event: end`` carrying the job's status once it is terminal and every event is sent.
+
+    Async, with each read in the thread pool: an open stream holds neither a thread nor a database
+    connection while it waits, so many browsers can watch at once.
+    """
     last = after
     quiet_since = time.monotonic()
     yield "retry: 2000\n\n"
     while True:
-        with sessions() as session:
-            rows = list(
-                session.scalars(
-                    select(JobEvent)
-                    .where(JobEvent.job_id == job_id, JobEvent.seq > last)
-                    .order_by(JobEvent.seq)
-                    .limit(500)
-                )
-            )
-            job = session.get(Job, job_id)
-            status = job.status if job is not None else None
-            newest = job.event_seq if job is not None else 0
-        for row in rows:
-            last = row.seq
-            yield f"id: {row.seq}\ndata: {_event_json(row)}\n\n"
+        rows, status, newest = await run_in_threadpool(_read_after, sessions, job_id, last)
+        for seq, body in rows:
+            last = seq
+            yield f"id: {seq}\ndata: {body}\n\n"
         if rows:
             quiet_since = time.monotonic()
         if status is None:
@@ -75,12 +89,12 @@ def sse_events(
         if status in TERMINAL and last >= newest:
             yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
             return
-        if len(rows) == 500:
+        if len(rows) == PAGE:
             continue
         if time.monotonic() - quiet_since >= keepalive_seconds:
             quiet_since = time.monotonic()
             yield ": keep-alive\n\n"
-        time.sleep(poll_seconds)
+        await asyncio.sleep(poll_seconds)
 
 
 def _number(value: Any) -> float | None:

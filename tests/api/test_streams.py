@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -154,6 +155,24 @@ def test_a_quiet_stream_sends_keep_alive_comments(client, acme, live_url):
         blocks = read_stream(r, stop_after=4)
     assert blocks[1]["data"]["message"] == "job queued"
     assert any(b.get("comment") == "keep-alive" for b in blocks[2:])
+
+
+def test_many_open_streams_hold_no_thread_or_connection_and_other_requests_still_answer(
+    client, acme, live_url
+):
+    # More open streams than the database pool (10 + 10 overflow) and the thread pool (40) have room for:
+    # a stream that kept a connection or a thread while it waits would starve the request after them.
+    job_id = submit(client, acme)
+    url = f"{live_url}/v1/jobs/{job_id}/events?stream=true"
+    with (
+        httpx.Client(headers=acme, timeout=30, limits=httpx.Limits(max_connections=100)) as http,
+        ExitStack() as open_,
+    ):
+        for _ in range(45):
+            response = open_.enter_context(http.stream("GET", url))
+            assert events_of(read_stream(response, stop_after=2))[0]["data"]["message"] == "job queued"
+        answer = http.get(f"{live_url}/v1/jobs/{job_id}", timeout=10)
+        assert answer.status_code == 200 and answer.json()["status"] == "queued"
 
 
 def test_the_stream_is_the_tenants_own_and_needs_a_key(client, acme, globex, live_url):
