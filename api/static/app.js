@@ -289,7 +289,9 @@ function drawChart(svg, series, lines) {
   const x0 = Math.min(1, ...xs), x1 = Math.max(x0 + 1, ...xs);
   let y0 = Math.min(...ys), y1 = Math.max(...ys);
   if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
-  const pad = (y1 - y0) * 0.05; y0 -= pad; y1 += pad;
+  const pad = (y1 - y0) * 0.05;
+  y0 = y0 >= 0 ? Math.max(0, y0 - pad) : y0 - pad;  // losses and accuracies never dip below zero
+  y1 += pad;
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   for (let i = 0; i <= 4; i++) {
