@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import Unauthorized
 from distill.keys import tenant_for_key
+from distill.logs import bind
 from distill.settings import Settings
 from distill.storage import ObjectStore
 from distill.tables import Tenant
@@ -59,6 +60,7 @@ def get_tenant(
     tenant = tenant_for_key(session, credentials.credentials)
     if tenant is None:
         raise Unauthorized("invalid or revoked API key")
+    bind(tenant=tenant.name)  # every log line of this request carries the tenant
     return tenant
 
 

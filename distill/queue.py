@@ -43,5 +43,9 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_job(app: Celery, job_id: str) -> None:
-    app.send_task(RUN_JOB_TASK, args=[job_id])
+def enqueue_job(app: Celery, job_id: str, queue: str | None = None) -> None:
+    """Send ``run_job(job_id)`` to ``queue`` (a job's ``resources.queue``), or the default queue."""
+    if queue:
+        app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+    else:
+        app.send_task(RUN_JOB_TASK, args=[job_id])

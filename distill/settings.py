@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     """CPU threads for PyTorch in a worker; 0 keeps PyTorch's default (one per core). On a small or shared
     CPU, fewer threads than cores avoid oversubscription (two threads fighting for a busy core)."""
 
+    # -- live events, webhooks, observability (helper E) --
+    queues: str = ""
+    """Comma-separated queue names a job may ask for in ``resources.queue`` (one per worker pool / GPU class);
+    empty: any name. The default queue (``queue_name``) is always allowed."""
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    """``json``: one JSON object per log line, carrying ``job_id`` and ``tenant`` when known."""
+    webhooks_dispatch: bool = True
+    """Run the webhook dispatcher in the API process (every replica may: deliveries are claimed with
+    ``SKIP LOCKED``)."""
+    webhook_poll_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=60.0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
+    """Retry ``n`` waits ``base * 2**(n-1)`` seconds (capped at an hour): 10 s, 20 s, 40 s… by default."""
+    stream_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
+    """How often an open event stream looks for new events."""
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

@@ -289,6 +289,27 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
+class ResourcesSpec(_Strict):
+    """Where a job runs: the worker pool's queue (one per GPU class) and how many GPUs it needs."""
+
+    queue: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+    )
+    """A named queue that a worker pool serves (``DISTILL_QUEUE_NAME`` of its workers); none: the default."""
+    gpus: int = Field(default=1, ge=0, le=64)
+    """Recorded and checked; a job trains on its worker's one device (multi-GPU training is not built yet)."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _one_device(cls, value: int) -> int:
+        if value > 1:
+            raise ValueError(
+                "multi-GPU training is not supported yet: a job trains on one device; use gpus 0 or 1 and "
+                "run more workers (one per GPU) to run more jobs at once"
+            )
+        return value
+
+
 class JobSpec(_Strict):
     name: str | None = Field(default=None, max_length=200)
     data: DataSpec
@@ -301,6 +322,7 @@ class JobSpec(_Strict):
     """Also train the same student from scratch in this job, and compare in the report."""
     export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, max_length=2)
     """Formats exported besides ``model.safetensors``."""
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     task: Literal["classification", "embedding"] = "classification"
     """``embedding`` (text only): the student learns its text teacher's sentence embeddings (no labels
     needed); its metric is the mean cosine to the teacher's embeddings of held-out texts."""

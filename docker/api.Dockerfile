@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# The HTTP API (and the image the one-shot `migrate` service runs). CPU-only torch: the API never trains.
+# The HTTP API, the one-shot `migrate` service and CPU-only workers (compose profile `cpu`): CPU-only torch.
 #   docker build -f docker/api.Dockerfile -t distill-api .
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

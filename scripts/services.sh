@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the services the tests use are up: Postgres (127.0.0.1:5432, trust auth) and Redis (127.0.0.1:6379).
-# As root, installs missing server packages with apt-get, and Debian's docker-compose (only used to validate
-# docker-compose.yml; failing to get it never fails this script, the compose test then skips).
+# As root, installs missing server packages with apt-get, Debian's docker-compose (only used to validate
+# docker-compose.yml; failing to get it never fails this script, the compose test then skips) and Debian's
+# chromium + chromium-driver (the dashboard's browser test).
 # The S3-compatible server (moto_server) is started by pytest itself (tests/conftest.py).
 #
 #   DISTILL_NO_APT=1   never run apt-get
@@ -115,10 +116,33 @@ ensure_docker_compose() {
     fi
 }
 
+# Debian's chromium and its driver, for the dashboard's browser test (tests/e2e). Like docker-compose: a
+# failed install never fails this script; the browser test then fails in CI and skips elsewhere.
+CHROMIUM_FAILED_MARK="${TMPDIR:-/tmp}/distill-apt-chromium.failed"
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        log "chromium: $(chromium --version 2>/dev/null || echo present)"
+        return 0
+    fi
+    if ! can_apt || [[ -n "$(find "$CHROMIUM_FAILED_MARK" -mmin -60 2>/dev/null)" ]]; then
+        log "chromium: missing and not installable now; the browser test will not run"
+        return 0
+    fi
+    log "chromium: missing; apt-get install chromium chromium-driver"
+    if apt_install chromium chromium-driver; then
+        rm -f "$CHROMIUM_FAILED_MARK"
+        log "chromium: installed"
+    else
+        touch "$CHROMIUM_FAILED_MARK"
+        log "chromium: could not be installed; the browser test will not run"
+    fi
+}
+
 services() {
     ensure_postgres
     ensure_redis
     ensure_docker_compose || true
+    ensure_chromium || true
 }
 
 with_lock services services

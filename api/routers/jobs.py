@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import StreamingResponse
 
-from api.deps import QueueDep, SessionDep, TenantDep
+from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep
+from api.routers.streams import stream_events
 from api.schemas import EventRead, JobRead, ListRead
 from api.services import jobs as service
 from api.tenancy import get_owned
@@ -18,8 +20,12 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_job(spec: JobSpec, session: SessionDep, queue: QueueDep, tenant: TenantDep) -> JobRead:
-    return JobRead.of(service.create_job(session=session, queue=queue, tenant=tenant, spec=spec))
+def create_job(
+    spec: JobSpec, session: SessionDep, queue: QueueDep, tenant: TenantDep, settings: SettingsDep
+) -> JobRead:
+    return JobRead.of(
+        service.create_job(session=session, queue=queue, tenant=tenant, spec=spec, settings=settings)
+    )
 
 
 @router.get("")
@@ -44,13 +50,20 @@ def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
     return JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", response_model=None)
 def list_events(
     job_id: str,
+    request: Request,
     session: SessionDep,
     tenant: TenantDep,
     after: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> ListRead[EventRead]:
+    stream: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> ListRead[EventRead] | StreamingResponse:
+    if stream:  # server-sent events (api/routers/streams.py)
+        get_owned(session, Job, job_id, tenant)
+        session.close()  # give the connection back now: the stream reads with short sessions of its own
+        return stream_events(request, job_id, after, last_event_id)
     page = service.list_events(session=session, tenant=tenant, job_id=job_id, after=after, limit=limit)
     return ListRead(data=[EventRead.of(r) for r in page.rows], has_more=page.has_more)

@@ -21,6 +21,7 @@ from distill.jobstate import TERMINAL, JobStatus
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.queue import enqueue_job
+from distill.settings import Settings
 from distill.spec import (
     BuiltinData,
     BuiltinTeacher,
@@ -109,7 +110,22 @@ def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Plan:
         raise Invalid(exc.message, field=exc.field) from exc
 
 
-def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec) -> Job:
+def check_queue(spec: JobSpec, allowed: str, default: str) -> None:
+    """``resources.queue`` must name a queue a worker pool serves, when ``DISTILL_QUEUES`` lists them."""
+    names = {q.strip() for q in allowed.split(",") if q.strip()} | {default}
+    wanted = spec.resources.queue
+    if wanted and allowed.strip() and wanted not in names:
+        raise Invalid(
+            f"resources.queue: no worker pool serves {wanted!r}; the queues are {', '.join(sorted(names))}",
+            field="resources.queue",
+        )
+
+
+def create_job(
+    *, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec, settings: Settings | None = None
+) -> Job:
+    if settings is not None:
+        check_queue(spec, settings.queues, settings.queue_name)
     check_references(session, tenant, spec)
     job = Job(
         id=new_job_id(),
@@ -124,7 +140,7 @@ def create_job(*, session: Session, queue: Celery, tenant: Tenant, spec: JobSpec
     append_event(session, job.id, "job queued")
     session.commit()
     try:
-        enqueue_job(queue, job.id)
+        enqueue_job(queue, job.id, spec.resources.queue)
     except Exception:  # the row is the truth: a sweep can send the message again later
         log.exception("could not send job %s to the queue; it stays queued", job.id)
     return job
