@@ -109,7 +109,7 @@ set -e
 grep -q 'target (<= 1.10)' "$WORK/speed.txt" || fail "bench.speed did not finish (exit $speed_rc)"
 
 section "5. distill demo with DISTILL_DEVICE=$DEVICE (three real jobs: API, queue, worker)"
-DISTILL_DEVICE="$DEVICE" timeout 360 "$PY" -m client.cli demo --home "$WORK/home" --output "$WORK/demo" \
+DISTILL_DEVICE="$DEVICE" timeout 360 "$PY" -m distill.cli demo --home "$WORK/home" --output "$WORK/demo" \
     2>&1 | tee "$WORK/demo.txt"
 
 section "6. what the distilled job's report.json says"
