@@ -18,8 +18,8 @@ PY="${DEVICE_PY:-3.12}"
 DEST="${DEVICE_WHEELS:-$ROOT/.device-wheels}"
 
 # The closure of celery[redis], fastapi, uvicorn, python-multipart, sqlalchemy, alembic, psycopg[binary],
-# boto3, pydantic(-settings) and mnist1d, less what the image has. Small pure-Python dependencies the image
-# may hold at another version (click, packaging, typing-extensions, ...) are carried too: the resolver on
+# boto3, pydantic(-settings), mnist1d and the light client's tenacity and platformdirs, less what the image
+# has. Small pure-Python dependencies the image may hold at another version (click, packaging, typing-extensions, ...) are carried too: the resolver on
 # the device takes them only where the image's do not satisfy a requirement.
 PACKAGES=(
     celery kombu billiard vine amqp click click-didyoumean click-plugins click-repl prompt-toolkit wcwidth
@@ -29,6 +29,7 @@ PACKAGES=(
     sqlalchemy alembic mako markupsafe psycopg psycopg-binary
     boto3 botocore s3transfer jmespath urllib3
     mnist1d requests charset-normalizer certifi
+    tenacity platformdirs
 )
 
 [[ -x "$VENV/bin/python" ]] || die "$VENV missing: run scripts/bootstrap.sh first (it pins the versions)"

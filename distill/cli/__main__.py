@@ -2,4 +2,5 @@
 
 from distill.cli import app
 
-app()
+if __name__ == "__main__":  # importing the module (e.g. walking the package) runs nothing
+    app()
