@@ -13,6 +13,7 @@ import typer
 
 from distill import __version__
 from distill.cli import server, user
+from distill.cli.user import FLAG
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -49,10 +50,17 @@ def main(
             help="API key (else the config file's api_key).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON answers.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only ids, one per line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="Print the API's JSON answers.")
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", metavar=FLAG, help="Print only ids, one per line.")
+    ] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", metavar=FLAG, callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Distill: distillation as a service. Start here: `distill standalone`, then the lines it prints."""

@@ -43,6 +43,8 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 PollInterval = Annotated[float, typer.Option("--poll-interval", min=0.05, help="Seconds between polls.")]
 DATASET_FORMATS = "CSV, Parquet, JSONL or NPZ"
+FLAG = ""
+"""Metavar of on/off options: typer's help would otherwise show ``--json <bool>``, as if it took a value."""
 
 
 class PurposeChoice(enum.StrEnum):
@@ -166,7 +168,9 @@ def files_list(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Page size.")] = 20,
     after: Annotated[str | None, typer.Option("--after", help="Cursor: a file id.")] = None,
     purpose: Annotated[PurposeChoice | None, typer.Option("--purpose", "-p")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor through every page.")] = False,
+    all_pages: Annotated[
+        bool, typer.Option("--all", metavar=FLAG, help="Follow the cursor through every page.")
+    ] = False,
 ) -> None:
     """List uploaded files, newest first."""
     kind: Purpose | None = purpose.value if purpose is not None else None
@@ -323,7 +327,9 @@ def jobs_create(
     wait: Annotated[
         bool,
         typer.Option(
-            "--wait", help="Follow the job with a progress bar until it ends (exit 1 unless it succeeds)."
+            "--wait",
+            metavar=FLAG,
+            help="Follow the job with a progress bar until it ends (exit 1 unless it succeeds).",
         ),
     ] = False,
     poll_interval: PollInterval = 1.0,
@@ -361,7 +367,9 @@ def jobs_list(
     limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Page size.")] = 20,
     after: Annotated[str | None, typer.Option("--after", help="Cursor: a job id.")] = None,
     status: Annotated[StatusChoice | None, typer.Option("--status")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor through every page.")] = False,
+    all_pages: Annotated[
+        bool, typer.Option("--all", metavar=FLAG, help="Follow the cursor through every page.")
+    ] = False,
 ) -> None:
     """List jobs, newest first."""
     status_value = status.value if status is not None else None
@@ -411,7 +419,9 @@ def jobs_logs(
     job_id: str,
     after: Annotated[int | None, typer.Option("--after", help="Only events with a greater seq.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, max=1000)] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", metavar=FLAG, help="Keep printing until the job ends.")
+    ] = False,
     poll_interval: PollInterval = 1.0,
 ) -> None:
     """Show a job's events: queued, started, data loaded, each epoch's losses and accuracy, finished.
@@ -444,7 +454,7 @@ def jobs_wait(
     ctx: typer.Context,
     job_id: str,
     poll_interval: PollInterval = 1.0,
-    events: Annotated[bool, typer.Option("--events", help="Also print each event.")] = False,
+    events: Annotated[bool, typer.Option("--events", metavar=FLAG, help="Also print each event.")] = False,
 ) -> None:
     """Follow a job with a progress bar until it ends; exit code 1 if it failed or was cancelled."""
     with session(ctx) as client:
@@ -481,7 +491,9 @@ def artifacts_download(
         Path | None,
         typer.Option("--out", "-o", help="Folder to write into (created). Default: ./JOB_ID"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite files that are already there.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", metavar=FLAG, help="Overwrite files that are already there.")
+    ] = False,
 ) -> None:
     """Download a job's artifacts into a folder named after the job, checking each one's sha256.
     Refuses to overwrite an existing file unless --force."""

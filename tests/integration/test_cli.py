@@ -91,6 +91,8 @@ def test_cancel_says_what_happened(stack, cli_env: dict[str, str]) -> None:
     assert f"{job.id} cancelled" in result.stdout or "cancellation requested" in result.stdout
     final = client.wait(job.id, poll_interval=0.2, timeout=120)
     assert final.status == "cancelled"
+    waited = runner.invoke(app, ["jobs", "wait", job.id, "--poll-interval", "0.1"], env=cli_env)
+    assert waited.exit_code == 1 and "cancelled" in waited.stderr  # a followed job that did not succeed
     again = runner.invoke(app, ["jobs", "cancel", job.id], env=cli_env)
     assert again.exit_code == 1 and "409" in again.stderr
 

@@ -45,8 +45,12 @@ def test_help_names_the_formats_the_server_accepts() -> None:
         assert "CSV" in text and "Parquet" in text and "JSONL" in text and "NPZ" in text
     create = " ".join(runner.invoke(app, ["jobs", "create", "--help"]).stdout.split())
     assert "YAML or JSON" in create
-    root = " ".join(runner.invoke(app, ["--help"]).stdout.split())
+    root = runner.invoke(app, ["--help"]).stdout
     assert "--json" in root and "--quiet" in root and "--api-url" in root
+    flags = [
+        line for line in root.splitlines() if "--json" in line or "--quiet" in line or "--version" in line
+    ]
+    assert flags and not any("<bool>" in line for line in flags)  # flags, not options taking a value
 
 
 def test_without_a_key_the_command_says_where_to_put_one() -> None:
