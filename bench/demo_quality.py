@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from mnist1d.data import get_dataset_args, make_dataset
 
-from client.demo import (
+from distill.cli.demo import (
     DISTILLATION,
     STUDENT_MODEL,
     STUDENT_TRAINING,

@@ -1,8 +1,10 @@
 """One settings object, read from ``DISTILL_*`` environment variables.
 
-With nothing set, everything lives under ``DISTILL_HOME`` (default ``./.distill``): SQLite for the tables,
-Celery's filesystem transport for the queue and a local folder for objects. That is the embedded default
-that ``distill standalone`` runs; production sets the three URLs to Postgres, Redis and S3.
+With nothing set, everything lives under ``DISTILL_HOME`` (default: the per-user data folder,
+``~/.local/share/distill`` on Linux, so every command finds the same data whatever folder it runs in):
+SQLite for the tables, Celery's filesystem transport for the queue and a local folder for objects. That
+is the embedded default that ``distill standalone`` runs; production sets the three URLs to Postgres,
+Redis and S3.
 """
 
 from __future__ import annotations
@@ -10,14 +12,20 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from platformdirs import user_data_path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_home() -> Path:
+    """The per-user data folder (``$XDG_DATA_HOME/distill``, else ``~/.local/share/distill`` on Linux)."""
+    return user_data_path("distill")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISTILL_", extra="ignore")
 
-    home: Path = Path(".distill")
+    home: Path = Field(default_factory=default_home)
     database_url: str = ""
     """SQLAlchemy URL. Empty: ``sqlite:///$DISTILL_HOME/distill.db``."""
     broker_url: str = ""

@@ -29,9 +29,8 @@ COPY pyproject.toml README.md* ./
 COPY distill ./distill
 COPY api ./api
 COPY worker ./worker
-COPY client ./client
 COPY migrations ./migrations
-RUN pip install . \
+RUN pip install ".[server]" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin distill
 
 USER distill

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the project with its dev extras into it. Idempotent and quick when
+# Create .venv (if missing) and install the project with its server and dev extras into it. Idempotent and quick when
 # nothing changed: the sha256 of pyproject.toml is stored in .venv/.distill-installed after a successful install.
 #
 #   PYTHON=python3.11 scripts/bootstrap.sh      # choose the interpreter for a new venv (default: python3)
@@ -48,9 +48,9 @@ bootstrap() {
         pip_install "torch==$TORCH_VERSION"
     fi
 
-    log "installing the project: pip install -e '.[dev]'"
+    log "installing the project: pip install -e '.[server,dev]'"
     rm -f "$STAMP"
-    pip_install -e '.[dev]'
+    pip_install -e '.[server,dev]'
     printf '%s\n' "$want" >"$STAMP"
     log "installed ($("$py" -c 'import torch; print("torch", torch.__version__)'))"
 }

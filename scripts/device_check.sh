@@ -57,7 +57,8 @@ mapfile -t REQS < <("$PY" - "$WHEELS" <<'EOF'
 import pathlib, re, sys, tomllib
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 carried = {norm(wheel.name.split("-")[0]) for wheel in pathlib.Path(sys.argv[1]).glob("*.whl")}
-for req in tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]["dependencies"]:
+project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
+for req in project["dependencies"] + project["optional-dependencies"]["server"]:  # the light client + server
     if norm(re.match(r"[A-Za-z0-9._-]+", req).group()) in carried:
         print(req)
 EOF
@@ -73,7 +74,8 @@ import importlib, importlib.metadata as md, pkgutil, re, sys, tomllib
 from packaging.requirements import Requirement
 import torch
 
-for text in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+for text in project["dependencies"] + project["optional-dependencies"]["server"]:
     req = Requirement(text)
     try:
         have = md.version(req.name)
@@ -82,13 +84,13 @@ for text in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"
     mark = "ok" if have and req.specifier.contains(have, prereleases=True) else "MISMATCH (not fatal)"
     print(f"  {req.name:22} {str(req.specifier):12} {have or 'missing':24} {mark}")
 failed = []
-for pkg in ("distill", "api", "worker", "client"):
+for pkg in ("distill", "api", "worker"):
     for mod in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
         try:
             importlib.import_module(mod.name)
         except Exception as exc:
             failed.append(f"{mod.name}: {exc!r}")
-print("every module of distill, api, worker, client imports" if not failed else "\n".join(failed))
+print("every module of distill, api, worker imports" if not failed else "\n".join(failed))
 print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.version.cuda}),",
       f"cuda available: {torch.cuda.is_available()}")
 if torch.cuda.is_available():
@@ -109,7 +111,7 @@ set -e
 grep -q 'target (<= 1.10)' "$WORK/speed.txt" || fail "bench.speed did not finish (exit $speed_rc)"
 
 section "5. distill demo with DISTILL_DEVICE=$DEVICE (three real jobs: API, queue, worker)"
-DISTILL_DEVICE="$DEVICE" timeout 360 "$PY" -m client.cli demo --home "$WORK/home" --output "$WORK/demo" \
+DISTILL_DEVICE="$DEVICE" timeout 360 "$PY" -m distill.cli demo --home "$WORK/home" --output "$WORK/demo" \
     2>&1 | tee "$WORK/demo.txt"
 
 section "6. what the distilled job's report.json says"

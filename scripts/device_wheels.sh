@@ -18,9 +18,10 @@ PY="${DEVICE_PY:-3.12}"
 DEST="${DEVICE_WHEELS:-$ROOT/.device-wheels}"
 
 # The closure of celery[redis], fastapi, uvicorn, python-multipart, sqlalchemy, alembic, psycopg[binary],
-# boto3, pydantic(-settings), mnist1d and prometheus-client (/metrics), less what the image has. Small
-# pure-Python dependencies the image may hold at another version (click, packaging, typing-extensions, ...)
-# are carried too: the resolver on the device takes them only where the image's do not satisfy a requirement.
+# boto3, pydantic(-settings), mnist1d, prometheus-client (/metrics) and the light client's tenacity and
+# platformdirs, less what the image has. Small pure-Python dependencies the image may hold at another version
+# (click, packaging, typing-extensions, ...) are carried too: the resolver on the device takes them only where
+# the image's do not satisfy a requirement.
 PACKAGES=(
     celery kombu billiard vine amqp click click-didyoumean click-plugins click-repl prompt-toolkit wcwidth
     python-dateutil six tzlocal redis packaging opentelemetry-api typing-extensions
@@ -29,7 +30,7 @@ PACKAGES=(
     sqlalchemy alembic mako markupsafe psycopg psycopg-binary
     boto3 botocore s3transfer jmespath urllib3
     mnist1d requests charset-normalizer certifi
-    prometheus-client
+    prometheus-client tenacity platformdirs
 )
 
 [[ -x "$VENV/bin/python" ]] || die "$VENV missing: run scripts/bootstrap.sh first (it pins the versions)"

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.schemas import ArtifactRead, ListRead
 from api.services import jobs as service
+from distill.schemas import ArtifactRead, ListRead
 from distill.storage import content_disposition, content_type
 
 router = APIRouter(prefix="/v1/jobs/{job_id}/artifacts", tags=["artifacts"])

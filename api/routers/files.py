@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Query, UploadFile, status
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.schemas import FileDeleted, FileRead, ListRead
 from api.services import files as service
 from api.tenancy import get_owned
+from distill.schemas import FileDeleted, FileRead, ListRead
 from distill.tables import File
 
 router = APIRouter(prefix="/v1/files", tags=["files"])

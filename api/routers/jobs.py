@@ -9,10 +9,10 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep
 from api.routers.streams import stream_events
-from api.schemas import EventRead, JobRead, ListRead
 from api.services import jobs as service
 from api.tenancy import get_owned
 from distill.jobstate import JobStatus
+from distill.schemas import EventRead, JobRead, ListRead
 from distill.spec import JobSpec
 from distill.tables import Job
 

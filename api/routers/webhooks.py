@@ -12,8 +12,8 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, TenantDep
-from api.schemas import ListRead
 from api.services import webhooks as service
+from distill.schemas import ListRead
 from distill.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])

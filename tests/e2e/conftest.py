@@ -59,7 +59,7 @@ def e2e_stack(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     log_path = tmp_path_factory.mktemp("e2e-worker") / "worker.log"
     with log_path.open("ab") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "client.cli", "worker", "--loglevel=info"],
+            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from helpers import free_port, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 
 from api.app import create_app
-from client.sdk import Client
+from distill.client.sdk import Client
 from distill.settings import Settings
 
 
@@ -35,7 +35,7 @@ class Stack:
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "client.cli", "worker", "--loglevel=info"],
+            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

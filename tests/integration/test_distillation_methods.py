@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from client.sdk import Client
+from distill.client.sdk import Client
 
 pytestmark = pytest.mark.integration
 

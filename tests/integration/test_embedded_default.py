@@ -14,7 +14,7 @@ import httpx
 import pytest
 from helpers import free_port, wait_for
 
-from client.sdk import Client
+from distill.client.sdk import Client
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client,
     port = free_port()
     log = (home / "standalone.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "client.cli", "standalone", "--port", str(port)],
+        [sys.executable, "-m", "distill.cli", "standalone", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -38,7 +38,7 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client,
     try:
         wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=120, interval=0.3)
         key = subprocess.run(
-            [sys.executable, "-m", "client.cli", "keys", "create", "--tenant", "acme"],
+            [sys.executable, "-m", "distill.cli", "keys", "create", "--tenant", "acme"],
             env=env,
             check=True,
             capture_output=True,

@@ -11,7 +11,7 @@ import torch
 from factories import digits_arrays, npz_bytes
 from sqlalchemy import select
 
-from client.sdk import Client, DistillError
+from distill.client.sdk import Client, DistillError
 from distill.db import make_engine, make_session_factory
 from distill.tables import Job
 from worker.engine.data import load_builtin

@@ -13,7 +13,7 @@ import onnxruntime
 import pytest
 import torch
 
-from client.sdk import Client
+from distill.client.sdk import Client
 from worker.engine.text import TextClassifier, TextEncoder, load_text_model
 from worker.engine.text_data import sentiment_examples, template_sentences
 

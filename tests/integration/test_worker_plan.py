@@ -8,7 +8,7 @@ import pytest
 from factories import digits_arrays, npz_bytes
 from sqlalchemy import select
 
-from client.sdk import Client, DistillError
+from distill.client.sdk import Client, DistillError
 from distill.db import make_engine, make_session_factory
 from distill.ids import new_job_id
 from distill.jobstate import JobStatus

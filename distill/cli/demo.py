@@ -36,8 +36,9 @@ from rich.markup import escape
 from rich.progress import TaskID
 from rich.table import Table
 
-from client.sdk import Client, DistillError, JSONDict
-from client.ui import JobBars, fmt_num, fmt_pct
+from distill.cli.ui import JobBars, fmt_num, fmt_pct
+from distill.client.sdk import Client, DistillError, JSONDict
+from distill.schemas import JobRead
 from distill.spec import JobSpec
 
 # -- what the demo trains (tune here) -----------------------------------------------------------------------
@@ -101,7 +102,7 @@ class DemoError(Exception):
 
 def distill_command() -> list[str]:
     """How to run ``distill`` with this interpreter (no dependence on PATH)."""
-    return [sys.executable, "-m", "client.cli"]
+    return [sys.executable, "-m", "distill.cli"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,8 +129,8 @@ def demo_env(home: Path) -> dict[str, str]:
         env.pop(name, None)
     env["DISTILL_HOME"] = str(home)
     env["PYTHONUNBUFFERED"] = "1"
-    # Make ``-m client.cli`` importable from any working directory, installed or not.
-    package_root = str(Path(__file__).resolve().parent.parent)
+    # Make ``-m distill.cli`` importable from any working directory, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -288,21 +289,21 @@ def make_transfer_set(path: Path, size: int = TRANSFER_SIZE, seed: int = TRANSFE
 
 
 def wait_all(
-    client: Client, bars: JobBars, jobs: list[tuple[TaskID, JSONDict]], poll_interval: float = POLL_INTERVAL
-) -> list[JSONDict]:
+    client: Client, bars: JobBars, jobs: list[tuple[TaskID, JobRead]], poll_interval: float = POLL_INTERVAL
+) -> list[JobRead]:
     """``Client.wait`` for each job in its own daemon thread, moving its bar; Ctrl-C stays responsive."""
-    finals: dict[int, JSONDict] = {}
+    finals: dict[int, JobRead] = {}
     errors: dict[int, BaseException] = {}
 
-    def follow(index: int, task: TaskID, job: JSONDict) -> None:
+    def follow(index: int, task: TaskID, job: JobRead) -> None:
         try:
             on_update = bars.callback(task, print_events=True, min_level="warning")
-            finals[index] = client.wait(job["id"], poll_interval, on_update)
+            finals[index] = client.wait(job.id, poll_interval, on_update)
         except BaseException as exc:
             errors[index] = exc
 
     threads = [
-        threading.Thread(target=follow, args=(index, task, job), daemon=True, name=f"wait-{job['id']}")
+        threading.Thread(target=follow, args=(index, task, job), daemon=True, name=f"wait-{job.id}")
         for index, (task, job) in enumerate(jobs)
     ]
     for thread in threads:
@@ -315,17 +316,13 @@ def wait_all(
     return [finals[index] for index in range(len(jobs))]
 
 
-def require_success(job: JSONDict, label: str) -> JSONDict:
-    if job.get("status") != "succeeded":
-        error = job.get("error") or {}
-        raise DemoError(
-            f"the {label} job {job.get('id')} ended {job.get('status')}: "
-            f"{error.get('code', '')} {error.get('message', '')}".rstrip()
-        )
-    result = job.get("result")
-    if not isinstance(result, dict):
-        raise DemoError(f"the {label} job {job.get('id')} succeeded without a result")
-    return result
+def require_success(job: JobRead, label: str) -> JSONDict:
+    if job.status != "succeeded":
+        detail = f"{job.error.code} {job.error.message}" if job.error is not None else ""
+        raise DemoError(f"the {label} job {job.id} ended {job.status}: {detail}".rstrip())
+    if job.result is None:
+        raise DemoError(f"the {label} job {job.id} succeeded without a result")
+    return job.result
 
 
 # -- results ------------------------------------------------------------------------------------------------
@@ -333,17 +330,17 @@ def require_success(job: JSONDict, label: str) -> JSONDict:
 METRICS = ("test_accuracy", "parameters", "cpu_latency_ms", "cpu_throughput")
 
 
-def summarize(teacher: JSONDict, scratch: JSONDict, distilled: JSONDict) -> JSONDict:
+def summarize(teacher: JobRead, scratch: JobRead, distilled: JobRead) -> JSONDict:
     """The comparison for ``results.json`` (accuracies are fractions, so is the gain over scratch)."""
-    t_res, s_res, d_res = teacher["result"], scratch["result"], distilled["result"]
-    teacher_row: JSONDict = {"model": "teacher", "job_id": teacher["id"]}
+    t_res, s_res, d_res = teacher.result or {}, scratch.result or {}, distilled.result or {}
+    teacher_row: JSONDict = {"model": "teacher", "job_id": teacher.id}
     for metric in METRICS:
         value = t_res.get(metric)
         teacher_row[metric] = value if value is not None else d_res.get(f"teacher_{metric}")
     rows = [
         teacher_row,
-        {"model": "student from scratch", "job_id": scratch["id"], **{m: s_res.get(m) for m in METRICS}},
-        {"model": "distilled student", "job_id": distilled["id"], **{m: d_res.get(m) for m in METRICS}},
+        {"model": "student from scratch", "job_id": scratch.id, **{m: s_res.get(m) for m in METRICS}},
+        {"model": "distilled student", "job_id": distilled.id, **{m: d_res.get(m) for m in METRICS}},
     ]
 
     def ratio(a: Any, b: Any) -> float | None:
@@ -360,9 +357,9 @@ def summarize(teacher: JSONDict, scratch: JSONDict, distilled: JSONDict) -> JSON
         "agreement_with_teacher": d_res.get("agreement_with_teacher"),
         "transfer_size": TRANSFER_SIZE,
         "specs": {
-            "teacher": teacher.get("spec"),
-            "student_from_scratch": scratch.get("spec"),
-            "distilled_student": distilled.get("spec"),
+            "teacher": teacher.spec,
+            "student_from_scratch": scratch.spec,
+            "distilled_student": distilled.spec,
         },
     }
 
@@ -432,9 +429,7 @@ def run_demo(home: Path, output: Path, port: int, poll_interval: float, console:
 
         with Client(server.url, key, timeout=60.0) as client:
             transfer = client.upload_file(transfer_path, "dataset")
-            console.print(
-                f"uploaded the transfer set as {transfer['id']} ({transfer.get('bytes', 0):,} bytes)"
-            )
+            console.print(f"uploaded the transfer set as {transfer.id} ({transfer.bytes:,} bytes)")
 
             with JobBars(console) as bars:
                 teacher = client.create_job(TEACHER_SPEC)
@@ -443,7 +438,7 @@ def run_demo(home: Path, output: Path, port: int, poll_interval: float, console:
                 require_success(teacher, "teacher")
 
                 scratch = client.create_job(STUDENT_SPEC)
-                distilled = client.create_job(distilled_spec(teacher["id"], transfer["id"]))
+                distilled = client.create_job(distilled_spec(teacher.id, transfer.id))
                 scratch_task = bars.add("student from scratch (MLP)", scratch)
                 distilled_task = bars.add("distilled student (MLP)", distilled)
                 scratch, distilled = wait_all(
@@ -456,9 +451,9 @@ def run_demo(home: Path, output: Path, port: int, poll_interval: float, console:
             console.print()
             console.print(results_table(summary))
 
-            names = {item.get("name") for item in client.list_artifacts(distilled["id"]).get("data", [])}
+            names = {item.name for item in client.list_artifacts(distilled.id).data}
             downloaded = [
-                client.download_artifact(distilled["id"], name, output)
+                client.download_artifact(distilled.id, name, output)
                 for name in ("model.safetensors", "report.json", "curves.svg")
                 if name in names
             ]

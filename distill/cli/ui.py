@@ -15,10 +15,12 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
-from client.sdk import JSONDict, UpdateCallback
+from distill.client.sdk import UpdateCallback
+from distill.schemas import EventRead, JobRead
 
 STATUS_STYLES = {
     "queued": "yellow",
@@ -36,15 +38,13 @@ def styled_status(status: str | None) -> str:
     return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def val_accuracy(job: Mapping[str, Any], events: Iterable[Mapping[str, Any]] = ()) -> float | None:
+def val_accuracy(job: JobRead, events: Iterable[EventRead] = ()) -> float | None:
     """The latest validation accuracy in ``events`` (newest last), else in the job's ``progress``."""
     for event in reversed(list(events)):
-        data = event.get("data")
-        if isinstance(data, Mapping):
-            for key in VAL_ACCURACY_KEYS:
-                if isinstance(data.get(key), int | float):
-                    return float(data[key])
-    progress = job.get("progress")
+        for key in VAL_ACCURACY_KEYS:
+            if isinstance(event.data.get(key), int | float):
+                return float(event.data[key])
+    progress = job.progress
     if isinstance(progress, Mapping):
         for key in VAL_ACCURACY_KEYS:
             if isinstance(progress.get(key), int | float):
@@ -73,8 +73,8 @@ def fmt_num(value: Any, digits: int = 2) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.{digits}f}"
 
 
-def fmt_progress(job: Mapping[str, Any]) -> str:
-    progress = job.get("progress")
+def fmt_progress(job: JobRead) -> str:
+    progress = job.progress
     if not isinstance(progress, Mapping) or not progress.get("epochs"):
         return "-"
     return f"epoch {progress.get('epoch') or 0}/{progress.get('epochs')}"
@@ -96,10 +96,35 @@ def object_table(obj: Mapping[str, Any], title: str | None = None) -> Table:
     return table
 
 
-class JobBars:
-    """A rich ``Progress`` with one bar per job, driven by :meth:`client.sdk.Client.wait` updates.
+def epoch_losses(events: Iterable[EventRead]) -> dict[str, float]:
+    """The loss terms (``train_loss``, ``kd_loss``, ``ce_loss``…, ``val_loss``) of the newest event that
+    has any, from the per-epoch events."""
+    for event in reversed(list(events)):
+        losses = {
+            str(k): float(v)
+            for k, v in event.data.items()
+            if str(k).endswith("loss") and isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if losses:
+            return losses
+    return {}
 
-    The bar follows ``progress.step / progress.steps`` when the job reports steps, else epochs.
+
+def fmt_losses(losses: Mapping[str, float]) -> str:
+    """``loss 0.412 kd 0.31 ce 0.52 val 0.40``: the training loss first, the rest by name."""
+    parts = []
+    for key in sorted(losses, key=lambda k: (k != "train_loss", k == "val_loss", k)):
+        label = {"train_loss": "loss", "val_loss": "val loss"}.get(key, key.removesuffix("_loss"))
+        parts.append(f"{label} {losses[key]:.3g}")
+    return " ".join(parts)
+
+
+class JobBars:
+    """A rich ``Progress`` with one bar per job, driven by :meth:`distill.Client.wait` updates.
+
+    Each bar shows the epoch, the step, the newest epoch's losses and validation accuracy, the status,
+    the time so far and the estimated time left. It follows ``progress.step / progress.steps`` when the
+    job reports steps, else epochs.
     """
 
     def __init__(self, console: Console | None = None) -> None:
@@ -110,13 +135,17 @@ class JobBars:
             TextColumn("{task.percentage:>5.1f}%"),
             TextColumn("{task.fields[epoch]}"),
             TextColumn("{task.fields[step]}"),
+            TextColumn("{task.fields[losses]}"),
             TextColumn("{task.fields[val]}"),
             TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console,
             transient=False,
         )
         self._val: dict[TaskID, float | None] = {}
+        self._losses: dict[TaskID, dict[str, float]] = {}
         self._labels: dict[TaskID, str] = {}
 
     def __enter__(self) -> JobBars:
@@ -130,26 +159,29 @@ class JobBars:
     def console(self) -> Console:
         return self.progress.console
 
-    def add(self, label: str, job: JSONDict | None = None) -> TaskID:
+    def add(self, label: str, job: JobRead | None = None) -> TaskID:
         task = self.progress.add_task(
-            label, total=None, epoch="", step="", val="", status=styled_status("queued")
+            label, total=None, epoch="", step="", losses="", val="", status=styled_status("queued")
         )
         self._val[task] = None
+        self._losses[task] = {}
         self._labels[task] = label
         if job is not None:
             self.update(task, job, [])
         return task
 
-    def update(self, task: TaskID, job: JSONDict, events: list[JSONDict]) -> None:
-        raw = job.get("progress")
-        progress: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    def update(self, task: TaskID, job: JobRead, events: list[EventRead]) -> None:
+        progress: dict[str, Any] = job.progress
         epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
         step, steps = progress.get("step") or 0, progress.get("steps") or 0
         acc = val_accuracy(job, events)
         if acc is not None:
             self._val[task] = acc
+        losses = epoch_losses(events)
+        if losses:
+            self._losses[task] = losses
         last_acc = self._val[task]
-        status = str(job.get("status") or "?")
+        status = job.status
         if steps:
             completed, total = float(step), float(steps)
         elif epochs:
@@ -164,6 +196,7 @@ class JobBars:
             total=total,
             epoch=f"epoch {epoch}/{epochs}" if epochs else "",
             step=f"step {step}/{steps}" if steps else "",
+            losses=fmt_losses(self._losses[task]),
             val=f"val acc {last_acc:.3f}" if last_acc is not None else "",
             status=styled_status(status),
         )
@@ -175,16 +208,16 @@ class JobBars:
         levels = ["debug", "info", "warning", "error"]
         floor = levels.index(min_level) if min_level in levels else 1
 
-        def on_update(job: JSONDict, events: list[JSONDict]) -> None:
+        def on_update(job: JobRead, events: list[EventRead]) -> None:
             if print_events:
                 for event in events:
-                    level = str(event.get("level") or "info").lower()
+                    level = (event.level or "info").lower()
                     if (levels.index(level) if level in levels else 1) < floor:
                         continue
                     style = {"warning": "yellow", "error": "red", "debug": "dim"}.get(level, "dim")
-                    message = escape(str(event.get("message", "")))
+                    message = escape(event.message)
                     self.console.print(
-                        f"[{style}]{escape(self._labels[task])} #{event.get('seq')} {level}: {message}[/]",
+                        f"[{style}]{escape(self._labels[task])} #{event.seq} {level}: {message}[/]",
                         highlight=False,
                     )
             self.update(task, job, events)

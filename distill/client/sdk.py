@@ -1,16 +1,18 @@
-"""A typed Python client for Distill's REST API.
+"""A typed Python client for Distill's REST API: light (pydantic, httpx, tenacity), no torch.
 
 ```python
-from client.sdk import Client
+from distill import Client
 
 with Client() as distill:  # DISTILL_API_URL, DISTILL_API_KEY
     job = distill.create_job({"data": {"train": {"builtin": "mnist1d"}}})
-    job = distill.wait(job["id"])
-    distill.download_artifact(job["id"], "model.safetensors", Path("."))
+    job = distill.wait(job.id)
+    distill.download_artifact(job.id, "model.safetensors", Path("."))
 ```
 
-Every method returns the API's JSON object as a ``dict``; every failure (an error answer, a connection
-failure, a checksum mismatch) raises :class:`DistillError`.
+Answers are the API's own response models (:mod:`distill.schemas`: ``JobRead``, ``FileRead``...). Reads
+and other idempotent calls are retried with exponential backoff (tenacity) on connection errors and on
+429/502/503/504 answers (honouring ``Retry-After``); uploads and job creation are sent once. Every failure
+(an error answer, a connection failure, a checksum mismatch) raises :class:`DistillError`.
 """
 
 from __future__ import annotations
@@ -23,39 +25,69 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
+from distill.schemas import ArtifactRead, EventRead, FileDeleted, FileRead, JobRead, ListRead
 from distill.spec import JobSpec
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers worth asking again: rate limited, or a proxy/server that is restarting or overloaded."""
+USER_AGENT = "distill-client/0.1"
 
 JSONDict = dict[str, Any]
 Purpose = Literal["dataset", "model"]
-UpdateCallback = Callable[[JSONDict, list[JSONDict]], None]
+UpdateCallback = Callable[[JobRead, list[EventRead]], None]
+M = TypeVar("M", bound=BaseModel)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 20
+_MAX_RETRY_AFTER = 60.0
 
 
 class DistillError(Exception):
     """An error answer from the API (``status`` set), or a client-side failure (``status`` is ``None``).
 
     ``code`` is the API's machine-readable code (``http_<status>`` when the answer had none);
-    client-side codes are ``connection_error``, ``bad_response``, ``timeout``, ``not_found`` and
-    ``checksum_mismatch``.
+    client-side codes are ``connection_error``, ``bad_response``, ``timeout``, ``not_found``,
+    ``invalid_name`` and ``checksum_mismatch``. ``retry_after`` is the answer's ``Retry-After`` in seconds.
     """
 
-    def __init__(self, status: int | None, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.retry_after = retry_after
         super().__init__(str(self))
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying: the server was not reached, or answered 429/502/503/504."""
+        if self.status is None:
+            return self.code in ("connection_error", "timeout")
+        return self.status in RETRY_STATUSES
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"
@@ -74,6 +106,12 @@ class DistillError(Exception):
     @classmethod
     def from_response(cls, response: httpx.Response) -> DistillError:
         """Parse ``{"error": {"code", "message", "field"}}``; else FastAPI's ``detail``, else the text."""
+        error = cls._parse(response)
+        error.retry_after = cls._retry_after(response)
+        return error
+
+    @classmethod
+    def _parse(cls, response: httpx.Response) -> DistillError:
         status = response.status_code
         try:
             body: Any = response.json()
@@ -104,6 +142,14 @@ class DistillError(Exception):
             text = ""
         return cls(status, f"http_{status}", text[:500] or response.reason_phrase)
 
+    @staticmethod
+    def _retry_after(response: httpx.Response) -> float | None:
+        value = response.headers.get("retry-after", "")
+        try:
+            return min(max(float(value), 0.0), _MAX_RETRY_AFTER)
+        except ValueError:
+            return None  # absent, or an HTTP date (then the backoff decides)
+
 
 def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
@@ -114,11 +160,17 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port or default_port
 
 
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, DistillError) and exc.transient
+
+
 class Client:
     """A Distill API client. Use as a context manager, or call :meth:`close`.
 
     ``base_url`` defaults to ``$DISTILL_API_URL`` (else ``http://127.0.0.1:8000``), ``api_key`` to
-    ``$DISTILL_API_KEY``. ``transport`` is for tests (``httpx.MockTransport``).
+    ``$DISTILL_API_KEY``. Idempotent calls are tried up to ``retries + 1`` times, waiting about
+    ``backoff``, 2·``backoff``, 4·``backoff``… seconds (with jitter, at most 30 s) or what ``Retry-After``
+    says. ``transport`` is for tests (``httpx.MockTransport``).
     """
 
     def __init__(
@@ -127,11 +179,15 @@ class Client:
         api_key: str | None = None,
         timeout: float = 30.0,
         *,
+        retries: int = 4,
+        backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = (base_url or os.environ.get("DISTILL_API_URL") or DEFAULT_API_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("DISTILL_API_KEY") or None
-        headers = {"User-Agent": "distill-client/0.1"}
+        self.retries = max(0, retries)
+        self.backoff = max(0.0, backoff)
+        headers = {"User-Agent": USER_AGENT}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         self._http = httpx.Client(
@@ -143,10 +199,7 @@ class Client:
         )
         # For hosts other than the API (presigned object-store URLs): never carries the API key.
         self._foreign = httpx.Client(
-            headers={"User-Agent": "distill-client/0.1"},
-            timeout=timeout,
-            transport=transport,
-            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT}, timeout=timeout, transport=transport, follow_redirects=False
         )
         self._origin = _origin(self._http.base_url)
 
@@ -164,7 +217,25 @@ class Client:
     ) -> None:
         self.close()
 
-    def _request(
+    def _wait_before_retry(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, DistillError) and exc.retry_after is not None:
+            return exc.retry_after
+        if self.backoff == 0:
+            return 0.0
+        backoff = wait_exponential(multiplier=self.backoff, max=30.0) + wait_random(0, self.backoff)
+        return float(backoff(state))
+
+    def _retrying(self) -> Retrying:
+        """Tenacity's loop for idempotent calls: transient :class:`DistillError` only, then re-raised."""
+        return Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=self._wait_before_retry,
+            reraise=True,
+        )
+
+    def _send(
         self,
         method: str,
         path: str,
@@ -173,7 +244,8 @@ class Client:
         json: Any = None,
         files: Any = None,
         data: dict[str, str] | None = None,
-    ) -> JSONDict:
+    ) -> Any:
+        """One request; the answer's JSON, or a :class:`DistillError`."""
         try:
             response = self._http.request(
                 method, path, params=_drop_none(params or {}), json=json, files=files, data=data
@@ -185,86 +257,119 @@ class Client:
         if response.status_code >= 300:
             raise DistillError.from_response(response)
         try:
-            body = response.json()
+            return response.json()
         except ValueError as exc:
             raise DistillError(response.status_code, "bad_response", "the answer is not JSON") from exc
-        if not isinstance(body, dict):
-            raise DistillError(response.status_code, "bad_response", "the answer is not a JSON object")
-        return body
+
+    def _call(self, model: type[M], method: str, path: str, *, idempotent: bool, **kwargs: Any) -> M:
+        """Send (retrying when ``idempotent``) and parse the answer into ``model``."""
+        if idempotent:
+            body = self._retrying()(self._send, method, path, **kwargs)
+        else:
+            body = self._send(method, path, **kwargs)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise DistillError(
+                None, "bad_response", f"{method} {path}: the answer does not match the API's schema: {exc}"
+            ) from exc
 
     # -- health ------------------------------------------------------------------------------------------
 
-    def health(self) -> JSONDict:
+    def health(self) -> dict[str, str]:
         """``GET /healthz`` (no auth needed): ``{"status": "ok"}``."""
-        return self._request("GET", "/healthz")
+        body = self._retrying()(self._send, "GET", "/healthz")
+        try:
+            return _HEALTH.validate_python(body)
+        except ValidationError as exc:
+            raise DistillError(None, "bad_response", f"GET /healthz: unexpected answer {body!r}") from exc
 
     # -- files -------------------------------------------------------------------------------------------
 
-    def upload_file(self, path: str | os.PathLike[str], purpose: Purpose = "dataset") -> JSONDict:
-        """Upload a dataset (``.npz``) or a model (``.safetensors``); returns the file object."""
+    def upload_file(self, path: str | os.PathLike[str], purpose: Purpose = "dataset") -> FileRead:
+        """Upload a dataset (CSV, Parquet, JSONL or NPZ) or a model (``.safetensors``); sent once."""
         source = Path(path)
         with source.open("rb") as handle:
-            return self._request(
+            return self._call(
+                FileRead,
                 "POST",
                 "/v1/files",
+                idempotent=False,
                 files={"file": (source.name, handle, "application/octet-stream")},
                 data={"purpose": purpose},
             )
 
-    def list_files(self, limit: int | None = None, after: str | None = None) -> JSONDict:
-        return self._request("GET", "/v1/files", params={"limit": limit, "after": after})
+    def list_files(
+        self, limit: int | None = None, after: str | None = None, purpose: Purpose | None = None
+    ) -> ListRead[FileRead]:
+        params = {"limit": limit, "after": after, "purpose": purpose}
+        return self._call(ListRead[FileRead], "GET", "/v1/files", idempotent=True, params=params)
 
-    def get_file(self, file_id: str) -> JSONDict:
-        return self._request("GET", f"/v1/files/{file_id}")
+    def iter_files(self, purpose: Purpose | None = None, page_size: int | None = None) -> Iterator[FileRead]:
+        """Every file (newest first), following the ``after`` cursor while ``has_more``."""
+        after: str | None = None
+        while True:
+            page = self.list_files(limit=page_size, after=after, purpose=purpose)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
 
-    def delete_file(self, file_id: str) -> JSONDict:
-        return self._request("DELETE", f"/v1/files/{file_id}")
+    def get_file(self, file_id: str) -> FileRead:
+        return self._call(FileRead, "GET", f"/v1/files/{file_id}", idempotent=True)
+
+    def delete_file(self, file_id: str) -> FileDeleted:
+        return self._call(FileDeleted, "DELETE", f"/v1/files/{file_id}", idempotent=True)
 
     # -- jobs --------------------------------------------------------------------------------------------
 
-    def create_job(self, spec: JSONDict | JobSpec) -> JSONDict:
+    def create_job(self, spec: JSONDict | JobSpec) -> JobRead:
+        """Submit a job (sent once: a retry could queue it twice)."""
         body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, JobSpec) else spec
-        return self._request("POST", "/v1/jobs", json=body)
+        return self._call(JobRead, "POST", "/v1/jobs", idempotent=False, json=body)
 
-    def get_job(self, job_id: str) -> JSONDict:
-        return self._request("GET", f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: str) -> JobRead:
+        return self._call(JobRead, "GET", f"/v1/jobs/{job_id}", idempotent=True)
 
     def list_jobs(
         self, limit: int | None = None, after: str | None = None, status: str | None = None
-    ) -> JSONDict:
+    ) -> ListRead[JobRead]:
         """One page, newest first; pass the last id as ``after`` for the next page."""
-        return self._request("GET", "/v1/jobs", params={"limit": limit, "after": after, "status": status})
+        params = {"limit": limit, "after": after, "status": status}
+        return self._call(ListRead[JobRead], "GET", "/v1/jobs", idempotent=True, params=params)
 
-    def iter_jobs(self, status: str | None = None, page_size: int | None = None) -> Iterator[JSONDict]:
+    def iter_jobs(self, status: str | None = None, page_size: int | None = None) -> Iterator[JobRead]:
         """Every job (newest first), following the ``after`` cursor while ``has_more``."""
         after: str | None = None
         while True:
             page = self.list_jobs(limit=page_size, after=after, status=status)
-            data: list[JSONDict] = page.get("data", [])
-            yield from data
-            if not page.get("has_more") or not data:
+            yield from page.data
+            if not page.has_more or not page.data:
                 return
-            after = data[-1]["id"]
+            after = page.data[-1].id
 
-    def cancel_job(self, job_id: str) -> JSONDict:
-        """Cancel a queued or running job (the API answers 409 ``DistillError`` if it already finished)."""
-        return self._request("POST", f"/v1/jobs/{job_id}/cancel")
+    def cancel_job(self, job_id: str) -> JobRead:
+        """Ask a queued or running job to stop (a queued one is ``cancelled`` at once, a running one has
+        ``cancel_requested`` and stops at its next step); a finished job answers 409 ``DistillError``."""
+        return self._call(JobRead, "POST", f"/v1/jobs/{job_id}/cancel", idempotent=True)
 
-    def events(self, job_id: str, after: int | None = None, limit: int | None = None) -> JSONDict:
+    def events(self, job_id: str, after: int | None = None, limit: int | None = None) -> ListRead[EventRead]:
         """One page of the job's events with ``seq`` greater than ``after``, oldest first."""
-        return self._request("GET", f"/v1/jobs/{job_id}/events", params={"after": after, "limit": limit})
+        params = {"after": after, "limit": limit}
+        return self._call(
+            ListRead[EventRead], "GET", f"/v1/jobs/{job_id}/events", idempotent=True, params=params
+        )
 
     def iter_events(
         self, job_id: str, after: int | None = None, page_size: int | None = None
-    ) -> Iterator[JSONDict]:
+    ) -> Iterator[EventRead]:
         """Every event after ``after`` that exists now, following the ``seq`` cursor."""
         while True:
             page = self.events(job_id, after=after, limit=page_size)
-            data: list[JSONDict] = page.get("data", [])
-            yield from data
-            if not page.get("has_more") or not data:
+            yield from page.data
+            if not page.has_more or not page.data:
                 return
-            after = int(data[-1]["seq"])
+            after = page.data[-1].seq
 
     def wait(
         self,
@@ -274,62 +379,57 @@ class Client:
         timeout: float | None = None,
         *,
         events_after: int | None = None,
-        max_transient_errors: int = 5,
-    ) -> JSONDict:
-        """Poll the job and its new events until a terminal status; returns the final job.
+    ) -> JobRead:
+        """Follow the job and its new events until a terminal status; returns the final job.
 
         ``on_update(job, new_events)`` is called after every poll (``new_events`` may be empty). The job is
         read before the events, so the last call carries every event written before the job finished.
-        Events come from ``seq > events_after`` (all of them by default). Up to ``max_transient_errors``
-        consecutive connection errors or 5xx answers are retried.
+        Events come from ``seq > events_after`` (all of them by default). Each read is retried as any
+        idempotent call is; ``timeout`` (seconds) raises ``DistillError`` code ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last_seq = events_after
-        failures = 0
         while True:
-            try:
-                job = self.get_job(job_id)
-                new_events = list(self.iter_events(job_id, after=last_seq))
-            except DistillError as exc:
-                transient = exc.status is None or exc.status >= 500
-                failures += 1
-                if not transient or failures > max_transient_errors:
-                    raise
-            else:
-                failures = 0
-                if new_events:
-                    last_seq = int(new_events[-1]["seq"])
-                if on_update is not None:
-                    on_update(job, new_events)
-                if job.get("status") in TERMINAL_STATUSES:
-                    return job
+            job = self.get_job(job_id)
+            new_events = list(self.iter_events(job_id, after=last_seq))
+            if new_events:
+                last_seq = new_events[-1].seq
+            if on_update is not None:
+                on_update(job, new_events)
+            if job.status in TERMINAL_STATUSES:
+                return job
             if deadline is not None and time.monotonic() >= deadline:
                 raise DistillError(None, "timeout", f"job {job_id} did not finish within {timeout} s")
             time.sleep(poll_interval)
 
     # -- artifacts ---------------------------------------------------------------------------------------
 
-    def list_artifacts(self, job_id: str) -> JSONDict:
-        """``{"object": "list", "data": [{"name", "bytes", "sha256"}, ...]}``."""
-        return self._request("GET", f"/v1/jobs/{job_id}/artifacts")
+    def list_artifacts(self, job_id: str) -> ListRead[ArtifactRead]:
+        """The job's outputs (``model.safetensors``, ``report.json``, ``curves.svg``...), size, sha256."""
+        return self._call(ListRead[ArtifactRead], "GET", f"/v1/jobs/{job_id}/artifacts", idempotent=True)
 
     def download_artifact(self, job_id: str, name: str, dest: str | os.PathLike[str]) -> Path:
         """Download an artifact to ``dest`` (a file path, or an existing folder to hold ``name``).
 
         Follows the API's redirect to a presigned URL without sending the API key to that host, writes to a
         temporary file beside ``dest`` and renames it only once its sha256 matches the artifact listing.
+        A connection failure or a 429/5xx answer starts the download again (with backoff).
         """
         if not name or Path(name).name != name or name in {".", ".."}:
             raise DistillError(None, "invalid_name", f"not an artifact name: {name!r}")
-        listing = self.list_artifacts(job_id).get("data", [])
-        entry = next((item for item in listing if item.get("name") == name), None)
+        listing = self.list_artifacts(job_id).data
+        entry = next((item for item in listing if item.name == name), None)
         if entry is None:
             raise DistillError(None, "not_found", f"job {job_id} has no artifact {name!r}")
         target = Path(dest)
         if target.is_dir():
             target = target / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        result: Path = self._retrying()(self._download_once, job_id, entry, target)
+        return result
 
+    def _download_once(self, job_id: str, entry: ArtifactRead, target: Path) -> Path:
+        name = entry.name
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         tmp = Path(tmp_name)
         try:
@@ -343,18 +443,16 @@ class Client:
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            expected_sha = entry.get("sha256")
-            expected_size = entry.get("bytes")
-            if isinstance(expected_sha, str) and digest.hexdigest() != expected_sha.lower():
+            if digest.hexdigest() != entry.sha256.lower():
                 raise DistillError(
                     None,
                     "checksum_mismatch",
-                    f"{name}: sha256 {digest.hexdigest()} ({size} bytes), the listing says {expected_sha}"
-                    f" ({expected_size} bytes)",
+                    f"{name}: sha256 {digest.hexdigest()} ({size} bytes), the listing says {entry.sha256}"
+                    f" ({entry.bytes} bytes)",
                 )
-            if isinstance(expected_size, int) and size != expected_size:
+            if size != entry.bytes:
                 raise DistillError(
-                    None, "checksum_mismatch", f"{name}: got {size} bytes, the listing says {expected_size}"
+                    None, "checksum_mismatch", f"{name}: got {size} bytes, the listing says {entry.bytes}"
                 )
             umask = os.umask(0o022)
             os.umask(umask)
@@ -395,3 +493,6 @@ class Client:
             finally:
                 response.close()
         raise DistillError(None, "bad_response", f"more than {_MAX_REDIRECTS} redirects downloading {path}")
+
+
+_HEALTH: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, str])

@@ -1,4 +1,6 @@
-"""Client-side behaviour of ``client.sdk`` against ``httpx.MockTransport`` fakes (no server)."""
+"""Client-side behaviour of ``distill.Client`` that a real server cannot be made to show on demand (a
+redirect to another host, a corrupted download, a 503 storm), against ``httpx.MockTransport`` fakes.
+The client against the real API is covered in tests/integration/ (test_cli.py and the job flows)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from client.sdk import Client, DistillError
+from distill import Client, DistillError
+from distill.schemas import EventRead, FileRead, JobRead
 from distill.spec import JobSpec
 
 API = "http://api.test"
@@ -19,7 +22,47 @@ KEY = "dk_test_secret"
 
 
 def make_client(handler: Any, base_url: str = API, api_key: str | None = KEY) -> Client:
-    return Client(base_url, api_key, transport=httpx.MockTransport(handler))
+    return Client(base_url, api_key, backoff=0, transport=httpx.MockTransport(handler))
+
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+def job_body(job_id: str = "job_1", status: str = "queued", **extra: Any) -> dict[str, Any]:
+    """A ``JobRead`` as the API sends it."""
+    body = {
+        "id": job_id,
+        "object": "job",
+        "status": status,
+        "name": None,
+        "spec": {},
+        "created_at": NOW,
+        "started_at": None,
+        "finished_at": None,
+        "progress": {},
+        "result": None,
+        "error": None,
+        "cancel_requested": False,
+    }
+    return {**body, **extra}
+
+
+def file_body(file_id: str = "file_1", **extra: Any) -> dict[str, Any]:
+    body = {
+        "id": file_id,
+        "object": "file",
+        "filename": "transfer.npz",
+        "bytes": 9,
+        "sha256": "0" * 64,
+        "purpose": "dataset",
+        "created_at": NOW,
+        "metadata": {},
+    }
+    return {**body, **extra}
+
+
+def event_body(seq: int, message: str = "m", **data: Any) -> dict[str, Any]:
+    return {"seq": seq, "created_at": NOW, "level": "info", "message": message, "data": data}
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -123,11 +166,13 @@ def test_create_job_accepts_a_job_spec_model() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(json.loads(request.content))
-        return httpx.Response(201, json={"id": "job_1", "object": "job", "status": "queued"})
+        return httpx.Response(201, json=job_body())
 
     spec = JobSpec.model_validate({"data": {"train": {"builtin": "mnist1d"}}, "training": {"epochs": 3}})
     with make_client(handler) as client:
-        assert client.create_job(spec)["id"] == "job_1"
+        job = client.create_job(spec)
+    assert isinstance(job, JobRead)
+    assert job.id == "job_1" and job["id"] == "job_1"  # typed, and still readable as the JSON object
     assert bodies[0]["data"] == {"train": {"builtin": "mnist1d"}}
     assert bodies[0]["training"]["epochs"] == 3
     JobSpec.model_validate(bodies[0])
@@ -141,10 +186,11 @@ def test_upload_file_is_multipart_with_purpose(tmp_path: Path) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         request.read()
         seen.append(request)
-        return httpx.Response(201, json={"id": "file_1", "object": "file", "filename": "transfer.npz"})
+        return httpx.Response(201, json=file_body())
 
     with make_client(handler) as client:
-        assert client.upload_file(path, "dataset")["id"] == "file_1"
+        file = client.upload_file(path, "dataset")
+    assert isinstance(file, FileRead) and file.id == "file_1"
     body = seen[0].content
     assert seen[0].headers["content-type"].startswith("multipart/form-data")
     assert b'name="purpose"' in body and b"dataset" in body
@@ -155,9 +201,7 @@ def test_upload_file_is_multipart_with_purpose(tmp_path: Path) -> None:
 
 
 def test_iter_jobs_follows_the_cursor() -> None:
-    jobs = [
-        {"id": f"job_{n}", "object": "job", "status": "succeeded"} for n in range(5, 0, -1)
-    ]  # newest first
+    jobs = [job_body(f"job_{n}", "succeeded") for n in range(5, 0, -1)]  # newest first
     seen: list[dict[str, str]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -172,16 +216,14 @@ def test_iter_jobs_follows_the_cursor() -> None:
         )
 
     with make_client(handler) as client:
-        ids = [job["id"] for job in client.iter_jobs(status="succeeded", page_size=2)]
+        ids = [job.id for job in client.iter_jobs(status="succeeded", page_size=2)]
     assert ids == ["job_5", "job_4", "job_3", "job_2", "job_1"]
     assert [params.get("after") for params in seen] == [None, "job_4", "job_2"]
     assert all(params["status"] == "succeeded" for params in seen)
 
 
 def test_iter_events_follows_seq() -> None:
-    events: list[dict[str, Any]] = [
-        {"seq": n, "level": "info", "message": f"m{n}", "data": {}} for n in range(1, 6)
-    ]
+    events: list[dict[str, Any]] = [event_body(n, f"m{n}") for n in range(1, 6)]
 
     def handler(request: httpx.Request) -> httpx.Response:
         after = int(request.url.params.get("after", 0))
@@ -189,8 +231,8 @@ def test_iter_events_follows_seq() -> None:
         return httpx.Response(200, json={"object": "list", "data": page, "has_more": page[-1]["seq"] < 5})
 
     with make_client(handler) as client:
-        assert [e["seq"] for e in client.iter_events("job_1")] == [1, 2, 3, 4, 5]
-        assert [e["seq"] for e in client.iter_events("job_1", after=3)] == [4, 5]
+        assert [e.seq for e in client.iter_events("job_1")] == [1, 2, 3, 4, 5]
+        assert [e.seq for e in client.iter_events("job_1", after=3)] == [4, 5]
 
 
 # -- wait ----------------------------------------------------------------------------------------------------
@@ -210,18 +252,9 @@ class FakeJob:
             status = self.statuses[min(self.polls, len(self.statuses) - 1)]
             self.polls += 1
             seq = len(self.events) + 1
-            self.events.append(
-                {"seq": seq, "level": "info", "message": status, "data": {"val_accuracy": seq / 10}}
-            )
-            return httpx.Response(
-                200,
-                json={
-                    "id": "job_1",
-                    "object": "job",
-                    "status": status,
-                    "progress": {"epoch": self.polls, "epochs": 3, "step": 0, "steps": 0},
-                },
-            )
+            self.events.append(event_body(seq, status, val_accuracy=seq / 10))
+            progress = {"epoch": self.polls, "epochs": 3, "step": 0, "steps": 0}
+            return httpx.Response(200, json=job_body("job_1", status, progress=progress))
         if path == "/v1/jobs/job_1/events":
             after = int(request.url.params.get("after", 0))
             data = [event for event in self.events if event["seq"] > after]
@@ -234,12 +267,12 @@ def test_wait_stops_at_a_terminal_status(terminal: str) -> None:
     fake = FakeJob(["queued", "running", "running", terminal, "running"])
     updates: list[tuple[str, list[int]]] = []
 
-    def on_update(job: dict[str, Any], events: list[dict[str, Any]]) -> None:
-        updates.append((job["status"], [event["seq"] for event in events]))
+    def on_update(job: JobRead, events: list[EventRead]) -> None:
+        updates.append((job.status, [event.seq for event in events]))
 
     with make_client(fake.handler) as client:
         final = client.wait("job_1", poll_interval=0, on_update=on_update)
-    assert final["status"] == terminal
+    assert final.status == terminal
     assert fake.polls == 4
     # Every event exactly once, in order, each after the job read that wrote it.
     assert updates == [("queued", [1]), ("running", [2]), ("running", [3]), (terminal, [4])]
@@ -256,11 +289,84 @@ def test_wait_retries_transient_errors_but_not_client_errors() -> None:
         return fake.handler(request)
 
     with make_client(flaky) as client:
-        assert client.wait("job_1", poll_interval=0)["status"] == "succeeded"
+        assert client.wait("job_1", poll_interval=0).status == "succeeded"
 
     with make_client(fake.handler) as client, pytest.raises(DistillError) as info:
         client.wait("job_missing", poll_interval=0)
     assert info.value.status == 404
+
+
+# -- retries -------------------------------------------------------------------------------------------------
+
+
+class Flaky:
+    """Answers ``failures`` (an HTTP status, or a connection error for 0) before the real answer."""
+
+    def __init__(self, failures: list[int], answer: httpx.Response, retry_after: str | None = None) -> None:
+        self.failures = list(failures)
+        self.answer = answer
+        self.retry_after = retry_after
+        self.requests: list[httpx.Request] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.failures:
+            status = self.failures.pop(0)
+            if status == 0:
+                raise httpx.ConnectError("connection refused", request=request)
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return httpx.Response(status, json=error_body("unavailable", "busy"), headers=headers)
+        return self.answer
+
+
+def test_reads_retry_connection_errors_503_and_429() -> None:
+    flaky = Flaky([0, 503, 429], httpx.Response(200, json=job_body("job_1", "running")), retry_after="0")
+    with make_client(flaky.handler) as client:
+        assert client.get_job("job_1").status == "running"
+    assert len(flaky.requests) == 4
+
+
+def test_retries_stop_after_the_configured_attempts() -> None:
+    flaky = Flaky([503] * 10, httpx.Response(200, json=job_body()))
+    transport = httpx.MockTransport(flaky.handler)
+    with (
+        Client(API, KEY, retries=2, backoff=0, transport=transport) as client,
+        pytest.raises(DistillError) as info,
+    ):
+        client.get_job("job_1")
+    assert info.value.status == 503
+    assert len(flaky.requests) == 3
+
+
+def test_client_errors_are_not_retried() -> None:
+    flaky = Flaky([404], httpx.Response(200, json=job_body()))
+    with make_client(flaky.handler) as client, pytest.raises(DistillError) as info:
+        client.get_job("job_1")
+    assert info.value.status == 404
+    assert len(flaky.requests) == 1
+
+
+def test_job_creation_and_uploads_are_sent_once(tmp_path: Path) -> None:
+    flaky = Flaky([503, 503], httpx.Response(201, json=job_body()))
+    with make_client(flaky.handler) as client, pytest.raises(DistillError) as info:
+        client.create_job({"data": {"train": {"builtin": "digits"}}})
+    assert info.value.status == 503
+    assert len(flaky.requests) == 1  # a retry could queue the job twice
+    path = tmp_path / "data.csv"
+    path.write_text("label,a\n0,1\n")
+    flaky = Flaky([0], httpx.Response(201, json=file_body()))
+    with make_client(flaky.handler) as client, pytest.raises(DistillError) as info:
+        client.upload_file(path)
+    assert info.value.code == "connection_error"
+    assert len(flaky.requests) == 1
+
+
+def test_an_answer_that_is_not_the_api_schema_is_a_bad_response() -> None:
+    answer = httpx.Response(200, json={"id": "job_1"})
+    with make_client(lambda request: answer) as client, pytest.raises(DistillError) as info:
+        client.get_job("job_1")
+    assert info.value.code == "bad_response"
+    assert "status" in info.value.message
 
 
 def test_wait_times_out() -> None:
@@ -292,7 +398,12 @@ class FakeStore:
         url = request.url
         if url.host == "api.test":
             if url.path == "/v1/jobs/job_1/artifacts":
-                item = {"name": "model.safetensors", "bytes": len(MODEL), "sha256": self.listed_sha}
+                item = {
+                    "name": "model.safetensors",
+                    "bytes": len(MODEL),
+                    "sha256": self.listed_sha,
+                    "created_at": NOW,
+                }
                 return httpx.Response(200, json={"object": "list", "data": [item], "has_more": False})
             if url.path == "/v1/jobs/job_1/artifacts/model.safetensors":
                 return httpx.Response(307, headers={"Location": self.location})
@@ -345,6 +456,22 @@ def test_download_reports_a_store_error_and_leaves_nothing(tmp_path: Path) -> No
     assert info.value.status == 403
     assert "AccessDenied" in info.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_retries_a_dropped_connection(tmp_path: Path) -> None:
+    store = FakeStore()
+    drops = {"left": 1}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "s3.test" and drops["left"]:
+            drops["left"] -= 1
+            raise httpx.ReadError("connection reset", request=request)
+        return store.handler(request)
+
+    with make_client(handler) as client:
+        path = client.download_artifact("job_1", "model.safetensors", tmp_path)
+    assert path.read_bytes() == MODEL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
 
 
 def test_download_of_an_unlisted_artifact(tmp_path: Path) -> None:

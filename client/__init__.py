@@ -1,1 +1,0 @@
-"""Distill's Python client (``client.sdk.Client``) and the ``distill`` command line."""

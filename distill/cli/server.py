@@ -1,0 +1,229 @@
+"""Server commands: ``serve``, ``worker``, ``migrate``, ``keys`` and ``standalone`` (add new ones here).
+
+They need the server extra (``pip install 'distill[server]'``); without it each says so in one line. Their
+imports stay inside the commands so that the user commands (and ``distill --help``) start fast on the
+light client. Every command reads the same settings (``DISTILL_*``; home: ``DISTILL_HOME``, else the
+per-user data folder), whatever folder it is started in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from distill.settings import Settings
+
+SERVER_MODULES = ("sqlalchemy", "fastapi", "uvicorn", "celery", "pydantic_settings", "torch")
+DEFAULT_TENANT = "default"
+WORKER_STOP_SECONDS = 15.0
+
+keys_app = typer.Typer(
+    no_args_is_help=True, help="Manage API keys (run on the server, next to the database)."
+)
+
+
+def require_server() -> None:
+    """Exit with one line when the server extra is not installed."""
+    missing = [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        typer.echo(
+            f"error: this is a server command and needs the server extra ({', '.join(missing)} missing): "
+            "pip install 'distill[server]'",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def server_settings() -> Settings:
+    require_server()
+    from distill.settings import get_settings
+
+    return get_settings()
+
+
+def require_home(settings: Settings) -> None:
+    """With the embedded default (SQLite under ``DISTILL_HOME``), exit with one line when that database does
+    not exist yet, instead of creating an empty one and failing deep inside a query."""
+    prefix = "sqlite:///"
+    if not settings.database_url.startswith(prefix):
+        return
+    database = settings.database_url.removeprefix(prefix)
+    if not os.path.exists(database):
+        typer.echo(
+            f"error: no Distill database at {database} (DISTILL_HOME={settings.home}): start "
+            "`distill standalone` first, or point DISTILL_HOME (or DISTILL_DATABASE_URL) at an existing one",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def migrate() -> None:
+    """Apply database migrations and make sure the object store exists."""
+    settings = server_settings()
+    from distill.db import migrate as run_migrations
+    from distill.storage import S3Store, make_store
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    run_migrations(settings.database_url)
+    store = make_store(settings)
+    if isinstance(store, S3Store):
+        store.ensure_bucket()
+    typer.echo("migrations applied; object store ready", err=True)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the REST API."""
+    require_home(server_settings())
+    import uvicorn
+
+    if workers > 1:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    else:
+        from api.app import create_app
+
+        uvicorn.run(create_app(), host=host, port=port)
+
+
+def worker(
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once (one per GPU is typical).")] = 1,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Run a Celery worker that trains jobs from the queue."""
+    settings = server_settings()
+    require_home(settings)
+    from worker.celery_app import app as celery_app
+
+    pool = "solo" if concurrency == 1 else "prefork"
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            f"--queues={settings.queue_name}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _create_key(settings: Settings, tenant: str, *, only_if_none: bool = False) -> str | None:
+    """A new key for ``tenant`` (created when new); with ``only_if_none``, None when any key exists."""
+    from sqlalchemy import func, select
+
+    from distill.db import make_engine, make_session_factory, transaction
+    from distill.keys import create_key
+    from distill.tables import ApiKey
+
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            if only_if_none and session.scalar(select(func.count()).select_from(ApiKey)):
+                return None
+            return create_key(session, tenant_name=tenant)
+    finally:
+        engine.dispose()
+
+
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name; created when new.")],
+) -> None:
+    """Create an API key for a tenant and print it (only its hash is stored: keep it)."""
+    settings = server_settings()
+    require_home(settings)
+    typer.echo(_create_key(settings, tenant))
+
+
+def _die_with_parent() -> None:
+    """In the worker child (Linux): receive SIGTERM if ``standalone`` dies without cleaning up (SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "DISTILL_HOME": str(settings.home)}
+    preexec: Callable[[], None] | None = _die_with_parent if sys.platform == "linux" else None
+    return subprocess.Popen(
+        [sys.executable, "-m", "distill.cli", "worker", "--loglevel=warning"], env=env, preexec_fn=preexec
+    )
+
+
+def _stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=WORKER_STOP_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn shuts down on SIGTERM, then raises the signal again under the handler it found: with this one
+    # that unwinds through standalone's `finally` (which stops the worker) instead of killing the process.
+    raise SystemExit(128 + signum)
+
+
+def first_start_message(url: str, key: str) -> str:
+    return (
+        f"\nFirst start: created an API key for tenant {DEFAULT_TENANT!r} "
+        "(only its hash is stored; keep it).\n"
+        "In another terminal, paste:\n\n"
+        f"    export DISTILL_API_URL={url} DISTILL_API_KEY={key}\n\n"
+        "then train a first model (specs in examples/):\n\n"
+        "    distill jobs create examples/mnist1d-teacher.yaml --wait\n"
+    )
+
+
+def standalone(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """The API and a worker in one command; with nothing configured: SQLite, a folder queue and store
+    under DISTILL_HOME (default: the per-user data folder). The first start creates and prints an API key.
+    Ctrl-C or SIGTERM stops both."""
+    settings = server_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    migrate()
+    url = f"http://{host}:{port}"
+    key = _create_key(settings, DEFAULT_TENANT, only_if_none=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    worker_process = _start_worker(settings)
+    try:
+        typer.echo(f"distill standalone: API on {url}, data in {settings.home}", err=True)
+        if key is not None:
+            typer.echo(first_start_message(url, key))
+        else:
+            typer.echo(
+                "API keys: use the one printed on the first start, or `distill keys create --tenant NAME`",
+                err=True,
+            )
+        serve(host=host, port=port)
+    finally:
+        _stop_worker(worker_process)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(migrate)
+    app.command()(standalone)
+    keys_app.command("create")(keys_create)
+    app.add_typer(keys_app, name="keys")
