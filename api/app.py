@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routers import artifacts, files, health, jobs
-from distill.db import make_engine, make_session_factory
+from distill.db import engine_for, make_session_factory
 from distill.queue import make_celery
 from distill.settings import Settings, get_settings
 from distill.storage import make_store
@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Distillation as a service: hand over a teacher and data, get back a smaller student.",
     )
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
