@@ -27,7 +27,7 @@ from distill.events import append_event
 from distill.jobstate import JobStatus
 from distill.tables import Job
 
-ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
+UNSENT_GRACE_SECONDS = 3.0
 
 
 def new_lease_owner(worker_id: str) -> str:
@@ -247,14 +247,21 @@ def reclaim_expired(session: Session, max_attempts: int, limit: int = 100) -> li
 
 def wakeups_due(session: Session, resend_after_seconds: float, limit: int = 100) -> list[str]:
     """Queued jobs whose wake-up message was never sent, or was sent long ago (and may have been lost)."""
-    stale = utcnow() - timedelta(seconds=resend_after_seconds)
+    now = utcnow()
+    stale = now - timedelta(seconds=resend_after_seconds)
+    # A job submitted a moment ago is being sent by the API right now: leave it a few seconds (a job
+    # that ran before, requeued or handed back, is sent at once).
+    settled = or_(
+        Job.started_at.is_not(None), Job.created_at <= now - timedelta(seconds=UNSENT_GRACE_SECONDS)
+    )
+    unsent = and_(Job.wakeup_sent_at.is_(None), settled)
     return list(
         session.scalars(
             select(Job.id)
             .where(
                 Job.status == JobStatus.QUEUED,
                 Job.cancel_requested.is_(False),
-                or_(Job.wakeup_sent_at.is_(None), Job.wakeup_sent_at <= stale),
+                or_(unsent, Job.wakeup_sent_at <= stale),
             )
             .order_by(Job.created_at)
             .limit(limit)

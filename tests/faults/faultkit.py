@@ -318,22 +318,28 @@ class FaultStack:
         headers = {"Authorization": f"Bearer {self.key}"}
         return httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)  # type: ignore[arg-type]
 
-    def start_worker(self, name: str) -> Worker:
-        log = self.workdir / f"worker-{name}.log"
-        env = {**os.environ, **self.env, "DISTILL_WORKER_ID": name}
-        with log.open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "client.cli", "worker", "--loglevel=info"],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        worker = Worker(name, process, log)
-        self.workers.append(worker)
-        wait_for(lambda: "ready." in worker.text() or process.poll() is not None, timeout=120, interval=0.2)
-        assert process.poll() is None, worker.text()
-        return worker
+    def start_workers(self, *names: str) -> list[Worker]:
+        """Start ``distill worker`` processes (at once: each takes seconds to import) and wait until
+        every one is ready."""
+        started = []
+        for name in names:
+            log = self.workdir / f"worker-{name}.log"
+            env = {**os.environ, **self.env, "DISTILL_WORKER_ID": name}
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "client.cli", "worker", "--loglevel=info"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            started.append(Worker(name, process, log))
+        self.workers.extend(started)
+        for worker in started:
+            ready = lambda w=worker: " ready." in w.text() or w.process.poll() is not None  # noqa: E731
+            wait_for(ready, timeout=180, interval=0.2)
+            assert worker.process.poll() is None, worker.text()
+        return started
 
     def job_row(self, job_id: str) -> Job:
         with make_session_factory(self.engine)() as session:

@@ -38,7 +38,7 @@ def stack(base_env, own_redis, tmp_path) -> Iterator[FaultStack]:
 
 
 def test_jobs_queued_running_and_submitted_during_a_redis_restart_all_finish(stack, own_redis):
-    stack.start_worker("a")
+    stack.start_workers("a")
     client = stack.client()
     running = client.create_job(spec(60))["id"]
     wait_for(lambda: stack.job_row(running).status == "running", timeout=120, interval=0.1)

@@ -67,7 +67,7 @@ def recovered(stack: FaultStack) -> bool:
 
 
 def test_a_stopped_database_answers_503_and_a_running_job_survives(stack, own_postgres):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(SPEC)["id"]
     wait_for(lambda: stack.job_row(job_id).progress.get("epoch", 0) >= 2, timeout=120, interval=0.1)
 
@@ -83,7 +83,7 @@ def test_a_stopped_database_answers_503_and_a_running_job_survives(stack, own_po
 
 
 def test_a_silent_database_answers_503_and_a_running_job_survives(stack, proxy):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(SPEC)["id"]
     wait_for(lambda: stack.job_row(job_id).progress.get("epoch", 0) >= 2, timeout=120, interval=0.1)
 

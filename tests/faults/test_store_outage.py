@@ -59,7 +59,7 @@ def stored_artifacts(base_env: dict[str, str], job_id: str) -> list[str]:
 
 
 def test_a_store_down_during_upload_fails_the_job_and_keeps_nothing(stack, proxy, base_env):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(SPEC)["id"]
     wait_for(lambda: stack.job_row(job_id).status == "running", timeout=120, interval=0.1)
     proxy.down()
@@ -73,7 +73,7 @@ def test_a_store_down_during_upload_fails_the_job_and_keeps_nothing(stack, proxy
 
 
 def test_a_short_store_outage_is_retried_and_the_job_succeeds(stack, proxy, base_env):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(SPEC)["id"]
     wait_for(lambda: stack.job_row(job_id).status == "running", timeout=120, interval=0.1)
     proxy.down()

@@ -56,9 +56,8 @@ def assert_succeeded_with_artifacts(stack: FaultStack, job_id: str, tmp_path) ->
 
 
 def test_a_worker_killed_mid_training_is_replaced_and_the_job_succeeds(stack, tmp_path):
-    stack.start_worker("a")
-    stack.start_worker("b")
-    job_id = stack.client().create_job(spec(150))["id"]
+    stack.start_workers("a", "b")
+    job_id = stack.client().create_job(spec(40))["id"]
     wait_for(lambda: training(stack, job_id), timeout=120, interval=0.1)
     dead = holder(stack, job_id)
     dead.process.send_signal(signal.SIGKILL)
@@ -73,12 +72,12 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_job_succeeds(stack, tm
     assert len(started) == 2 and "attempt 2" in started[1]
     # after the takeover only the new attempt wrote: its epochs count from 1 again, once each
     after = events[events.index(started[1]) :]
-    assert [m for m in after if m.startswith("epoch ")] == [f"epoch {i}/150" for i in range(1, 151)]
+    assert [m for m in after if m.startswith("epoch ")] == [f"epoch {i}/40" for i in range(1, 41)]
     assert_succeeded_with_artifacts(stack, job_id, tmp_path)
 
 
 def test_cancel_reaches_a_job_whose_worker_died(stack):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(spec(5000))["id"]
     wait_for(lambda: training(stack, job_id), timeout=120, interval=0.1)
     worker = holder(stack, job_id)
@@ -87,7 +86,7 @@ def test_cancel_reaches_a_job_whose_worker_died(stack):
 
     answer = stack.http("POST", f"/v1/jobs/{job_id}/cancel")
     assert answer.status_code == 200, answer.text
-    stack.start_worker("b")  # its reconciler settles a cancel that found the lease still running
+    stack.start_workers("b")  # its reconciler settles a cancel that found the lease still running
     final = stack.client().wait(job_id, poll_interval=0.3, timeout=120)
     assert final["status"] == "cancelled"
     assert stack.client().list_artifacts(job_id)["data"] == []
@@ -95,7 +94,7 @@ def test_cancel_reaches_a_job_whose_worker_died(stack):
 
 
 def test_two_workers_given_the_same_job_train_it_once(stack):
-    workers = [stack.start_worker("a"), stack.start_worker("b")]
+    workers = stack.start_workers("a", "b")
     job_id = stack.client().create_job(spec(20))["id"]
     celery = make_celery(stack.settings)
     for _ in range(3):  # the same wake-up again, as a broker redelivery or a resend would
@@ -108,9 +107,8 @@ def test_two_workers_given_the_same_job_train_it_once(stack):
 
 
 def test_a_warm_shutdown_hands_the_job_back(stack, tmp_path):
-    stack.start_worker("a")
-    stack.start_worker("b")
-    job_id = stack.client().create_job(spec(150))["id"]
+    stack.start_workers("a", "b")
+    job_id = stack.client().create_job(spec(40))["id"]
     wait_for(lambda: training(stack, job_id), timeout=120, interval=0.1)
     leaving = holder(stack, job_id)
     leaving.process.send_signal(signal.SIGTERM)
@@ -125,7 +123,7 @@ def test_a_warm_shutdown_hands_the_job_back(stack, tmp_path):
 
 
 def test_max_runtime_ends_the_job_as_failed_with_timeout(stack):
-    stack.start_worker("a")
+    stack.start_workers("a")
     job_id = stack.client().create_job(spec(5000, max_runtime_s=2))["id"]
     final = stack.client().wait(job_id, poll_interval=0.3, timeout=120)
     assert final["status"] == "failed"
