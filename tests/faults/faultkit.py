@@ -1,5 +1,5 @@
-"""What the fault tests break things with: a pausable TCP proxy, a test-owned Redis and Postgres, and a
-stack (API over HTTP + worker processes) wired to them. Nothing here touches the shared services' state:
+"""What the fault tests break things with: a TCP proxy that can be stopped or silenced, a test-owned Redis,
+and a stack (API over HTTP + worker processes) wired to them. Nothing here touches the shared services' state:
 a test that stops a server stops its own.
 """
 
@@ -9,7 +9,6 @@ import contextlib
 import os
 import secrets
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -214,64 +213,6 @@ class OwnRedis:
     def restart(self) -> None:
         self.kill()
         self.start()
-
-
-def _pg_bin(name: str) -> str:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (folder / name).exists():
-            return str(folder / name)
-    raise FileNotFoundError(f"{name} (PostgreSQL server binaries) not found")
-
-
-class OwnPostgres:
-    """A Postgres cluster of this test's own (initdb in a temp folder, trust auth, loopback only)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.data = workdir / "pgdata"
-        self.log = workdir / "postgres.log"
-        env = {**os.environ, "LC_ALL": "C"}
-        subprocess.run(
-            [
-                _pg_bin("initdb"),
-                "-D",
-                str(self.data),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        self.start()
-
-    def url(self, port: int | None = None) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/postgres"
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            [_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-
-    def stop(self) -> None:
-        subprocess.run(
-            [_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-            check=False,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @dataclass
