@@ -4,8 +4,9 @@ claim (``distill.lifecycle``: queued → running under a new lease) → load dat
 (``worker.inputs``) → the pipeline (``worker.pipeline``: teacher signals, training with callbacks for
 progress, events and cancellation, evaluation, exports, report) → store artifacts (retried) → finish.
 
-A ``JobLease`` (``worker.lease``) thread renews the lease every ``heartbeat_seconds`` and learns of a cancel, of the
-``training.max_runtime_s`` limit and of a warm shutdown; the training loop sees them at its next step.
+A ``JobLease`` (``worker.lease``) thread renews the lease every ``heartbeat_seconds`` and learns of a
+cancel, of the ``training.max_runtime_s`` limit and of a warm shutdown; the training loop sees them at its
+next step.
 Every write is a lifecycle transition fenced by the lease, so a worker that lost its lease can never
 overwrite the job; a database error is retried with backoff (``db_retry_seconds``), never dropped. A job
 taken over after a worker was lost restarts from scratch (see README: checkpoints plug in here).
