@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.observability import install_observability
 from api.routers import artifacts, dashboard, files, health, jobs, streams, webhooks
-from distill.db import make_engine, make_session_factory
+from distill.db import engine_for, make_session_factory
 from distill.logs import configure_json_logging
 from distill.queue import make_celery
 from distill.settings import Settings, get_settings
@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Distillation as a service: hand over a teacher and data, get back a smaller student.",
         lifespan=lifespan,
     )
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)

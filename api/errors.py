@@ -1,16 +1,24 @@
 """Domain errors and the handlers that turn them (and request validation errors) into JSON 4xx answers.
 
-Every error body is ``{"error": {"code", "message", "field"}}`` and the message names the field.
+Every error body is ``{"error": {"code", "message", "field"}}`` and the message names the field. A database
+that is down, silent or too slow answers a JSON 503 with ``Retry-After``; any other unexpected error a
+JSON 500.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from distill.db import is_transient
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -117,3 +125,21 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def _database_error(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        if not is_transient(exc):
+            return await _unexpected(request, exc)
+        retry_after = str(request.app.state.settings.retry_after_seconds)
+        log.warning("database unavailable: %s: %s", type(exc).__name__, str(exc).splitlines()[0])
+        return JSONResponse(
+            error_body("unavailable", "the database is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": retry_after},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=exc)
+        message = f"internal error ({type(exc).__name__}); it has been logged"
+        return JSONResponse(error_body("internal_error", message), status_code=500)

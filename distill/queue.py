@@ -37,15 +37,23 @@ def make_celery(settings: Settings) -> Celery:
             "store_processed": False,
         }
     else:
-        # Redis: redeliver an unacknowledged message after this long (longer than any job should be silent).
-        conf["broker_transport_options"] = {"visibility_timeout": 6 * 3600}
+        # Redis: redeliver an unacknowledged message after this long. Lost workers are found sooner by
+        # their lease (the reconciler); this redelivery is only a backstop (the claim ignores duplicates).
+        # A broker that does not answer fails a send within seconds (the row is the truth: the
+        # reconciler sends the wake-up again), instead of holding an API request.
+        conf["broker_transport_options"] = {
+            "visibility_timeout": 6 * 3600,
+            "socket_connect_timeout": 2,
+            "socket_timeout": 10,
+        }
     app.conf.update(conf)
     return app
 
 
 def enqueue_job(app: Celery, job_id: str, queue: str | None = None) -> None:
-    """Send ``run_job(job_id)`` to ``queue`` (a job's ``resources.queue``), or the default queue."""
+    """Send the wake-up for ``job_id`` to ``queue`` (a job's ``resources.queue``) or the default queue;
+    raises at once when the broker is down (no publish retries: the reconciler sends it later)."""
     if queue:
-        app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
+        app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, retry=False)
     else:
-        app.send_task(RUN_JOB_TASK, args=[job_id])
+        app.send_task(RUN_JOB_TASK, args=[job_id], retry=False)

@@ -71,6 +71,31 @@ class Settings(BaseSettings):
     """How often an open event stream looks for new events."""
     stream_keepalive_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
 
+    # -- reliability: leases, the reconciler, retries and timeouts ------------------------------------
+    lease_seconds: float = Field(default=60.0, gt=0.0)
+    """A running job's lease: a worker that has not renewed it for this long is presumed lost."""
+    heartbeat_seconds: float = Field(default=10.0, gt=0.0)
+    """How often a worker renews its lease (and learns of a cancel): well under ``lease_seconds``."""
+    reconcile_seconds: float = Field(default=10.0, gt=0.0)
+    """How often the reconciler (a thread of every ``distill worker``) sweeps expired leases and wake-ups."""
+    wakeup_resend_seconds: float = Field(default=600.0, gt=0.0)
+    """A queued job whose wake-up went out this long ago gets another (the broker may have lost it)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Attempts (claims) before a job whose workers keep getting lost fails with ``worker_lost``."""
+    db_retry_seconds: float = Field(default=30.0, ge=0.0)
+    """How long a worker retries a failing database write (with backoff) before giving its job up."""
+    storage_retry_seconds: float = Field(default=60.0, ge=0.0)
+    """How long a worker retries a failing artifact upload (with backoff) before failing the job."""
+    db_connect_timeout_seconds: int = Field(default=2, ge=1)
+    """libpq ``connect_timeout`` (Postgres): a database that does not answer fails fast."""
+    db_statement_timeout_seconds: float = Field(default=1.5, gt=0.0)
+    """Postgres ``statement_timeout``, and the client-side deadline after which a silent server's
+    connection is cut (so no request hangs)."""
+    db_pool_timeout_seconds: float = Field(default=1.5, gt=0.0)
+    """How long a request waits for a free database connection."""
+    retry_after_seconds: int = Field(default=5, ge=1)
+    """``Retry-After`` of a 503 while the database (or the broker) is unavailable."""
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

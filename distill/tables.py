@@ -91,14 +91,15 @@ class File(Base):
 class Job(Base):
     """A distillation job. Postgres is the source of truth; a queue message only carries the id.
 
-    Only the lease holder writes a running job: every update from a worker says
-    ``WHERE id = … AND lease_owner = …``.
+    Every state change is a named transition in ``distill.lifecycle``; only the lease holder writes a
+    running job (``WHERE … AND lease_owner = … AND lease_expires_at > now``).
     """
 
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -118,6 +119,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     last_checkpoint_key: Mapped[str | None] = mapped_column(String(512), default=None)
+    wakeup_sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When a wake-up message for this queued job last reached the broker (the outbox mark): NULL means
+    not yet (the broker was down at submission, or the job was just requeued); the reconciler sends it."""
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     """The last event's ``seq``; incremented in the same statement that appends an event."""
 

@@ -1,16 +1,23 @@
-"""The worker's Celery app: the shared queue configuration plus the one task, ``run_job(job_id)``."""
+"""The worker's Celery app: the shared queue configuration plus the one task, ``run_job(job_id)``.
+
+Also starts the reconciler thread when the worker is ready, and on a warm shutdown (SIGTERM) tells the
+runner to hand its running job back instead of losing it.
+"""
 
 from __future__ import annotations
 
 import logging
 from functools import cache
+from typing import Any
 
 import torch
+from celery.signals import worker_ready, worker_shutting_down
 
-from distill.db import make_engine, make_session_factory
+from distill.db import engine_for, make_session_factory
 from distill.queue import RUN_JOB_TASK, make_celery
 from distill.settings import get_settings
 from distill.storage import make_store
+from worker.reconciler import Reconciler
 from worker.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -24,8 +31,29 @@ def get_runner() -> Runner:
     settings = get_settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    engine = make_engine(settings.database_url)
+    engine = engine_for(settings)
     return Runner(settings=settings, session_factory=make_session_factory(engine), store=make_store(settings))
+
+
+@cache
+def get_reconciler() -> Reconciler:
+    settings = get_settings()
+    return Reconciler(
+        settings=settings, session_factory=make_session_factory(engine_for(settings)), queue=app
+    )
+
+
+@worker_ready.connect
+def _start_reconciler(**_kwargs: Any) -> None:
+    get_reconciler().start()
+
+
+@worker_shutting_down.connect
+def _hand_back_on_shutdown(sig: str = "", how: str = "", **_kwargs: Any) -> None:
+    """Warm shutdown: the running job stops at its next step and goes back to the queue."""
+    log.warning("worker shutting down (%s, %s): a running job is handed back", sig, how)
+    get_runner().shutting_down.set()
+    get_reconciler().stop(wait=False)
 
 
 @app.task(name=RUN_JOB_TASK)

@@ -1,10 +1,16 @@
 """The runner: takes a job id from the queue and carries the job through its life.
 
-claim (conditional update queued → running) → load data and teachers (``worker.inputs``) → the pipeline
-(``worker.pipeline``: teacher signals, training with callbacks for progress, events and cancellation,
-evaluation, exports, report) → store artifacts → finish. Every write to a running job says
-``WHERE id = … AND lease_owner = <this worker>``, so a worker that lost its lease can never overwrite
-the job. The engine knows nothing of this: it gets arrays, a teacher module and callbacks.
+claim (``distill.lifecycle``: queued → running under a new lease) → load data and teachers
+(``worker.inputs``) → the pipeline (``worker.pipeline``: teacher signals, training with callbacks for
+progress, events and cancellation, evaluation, exports, report) → store artifacts (retried) → finish.
+
+A ``JobLease`` (``worker.lease``) thread renews the lease every ``heartbeat_seconds`` and learns of a
+cancel, of the ``training.max_runtime_s`` limit and of a warm shutdown; the training loop sees them at its
+next step.
+Every write is a lifecycle transition fenced by the lease, so a worker that lost its lease can never
+overwrite the job; a database error is retried with backoff (``db_retry_seconds``), never dropped. A job
+taken over after a worker was lost restarts from scratch (see README: checkpoints plug in here).
+The engine knows nothing of this: it gets arrays, a teacher module and callbacks.
 """
 
 from __future__ import annotations
@@ -14,19 +20,18 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.clock import utcnow
-from distill.db import affected, transaction
+from distill import lifecycle
+from distill.db import is_transient
 from distill.events import append_event
-from distill.jobstate import JobStatus
 from distill.settings import Settings
 from distill.spec import JobSpec
 from distill.storage import ObjectStore, artifact_key
@@ -34,14 +39,14 @@ from distill.tables import Artifact, Job
 from worker.engine.device import resolve_device
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
+from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
 from worker.text_pipeline import TextPipeline
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300
-PROGRESS_INTERVAL_SECONDS = 1.0
+T = TypeVar("T")
 
 
 def default_worker_id() -> str:
@@ -61,58 +66,82 @@ class Runner:
         self.sessions = session_factory
         self.store = store
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
+        self.shutting_down = threading.Event()
+        """Set on a warm shutdown: the running job is handed back (``running → queued``)."""
 
     # -- the job's life ------------------------------------------------------------------------------
 
     def run(self, job_id: str) -> str | None:
-        """Run ``job_id`` if this worker can claim it; return its final status (None: not claimed)."""
-        job = self._claim(job_id)
+        """Run ``job_id`` if this worker can claim it; return its final status (None: not claimed, or
+        handed back / taken over)."""
+        owner = lifecycle.new_lease_owner(self.worker_id)
+        try:
+            job = self._claim(job_id, owner)
+        except DatabaseUnavailable as error:
+            log.error("job %s: could not claim it: %s (the reconciler sends it again)", job_id, error)
+            return None
         if job is None:
             log.info("job %s: not claimed (already taken, finished or cancelled)", job_id)
             return None
-        started = time.monotonic()
-        status: str | None
+        lease = JobLease(
+            job, owner, settings=self.settings, sessions=self.sessions, shutting_down=self.shutting_down
+        )
+        lease.start()
         try:
-            status = self._execute(job, started)
-        except LeaseLost:
-            log.warning("job %s: lease lost; another worker owns it now", job_id)
-            return None
-        except JobFailure as failure:
-            status = self._fail(job_id, failure.code, failure.message)
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            status = self._fail(job_id, "internal_error", f"{type(exc).__name__}: {exc}")
-        return status
+            return self._run_claimed(job, lease)
+        finally:
+            lease.stop()
 
-    def _claim(self, job_id: str) -> Job | None:
-        now = utcnow()
-        with transaction(self.sessions) as session:
-            claimed = affected(
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
-                    .values(
-                        status=JobStatus.RUNNING,
-                        started_at=now,
-                        attempts=Job.attempts + 1,
-                        lease_owner=self.worker_id,
-                        lease_expires_at=now + timedelta(seconds=LEASE_SECONDS),
-                        heartbeat_at=now,
-                    )
-                )
-            )
-            if not claimed:
+    def _run_claimed(self, job: Job, lease: JobLease) -> str | None:
+        try:
+            return self._execute(job, lease)
+        except LeaseLost:
+            log.warning("job %s: lease lost; another worker owns it now (or will)", job.id)
+            return None
+        except DatabaseUnavailable as error:
+            log.error("job %s: %s; its lease runs out and the reconciler takes it back", job.id, error)
+            return None
+        except Stopped:
+            return self._stopped(job, lease)
+        except JobFailure as failure:
+            return self._fail(job.id, lease, failure.code, failure.message)
+        except Exception as exc:
+            if lease.lost:
+                log.warning("job %s: lease lost (%s: %s)", job.id, type(exc).__name__, exc)
                 return None
+            if is_transient(exc):  # the database failed under the pipeline (e.g. loading inputs)
+                log.error(
+                    "job %s: database error (%s: %s); its lease runs out and the reconciler takes it back",
+                    job.id,
+                    type(exc).__name__,
+                    exc,
+                )
+                return None
+            log.exception("job %s failed", job.id)
+            return self._fail(job.id, lease, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _claim(self, job_id: str, owner: str) -> Job | None:
+        lease_seconds = self.settings.lease_seconds
+
+        def claim(session: Session) -> Job | None:
+            if not lifecycle.claim(session, job_id, owner, lease_seconds):
+                return None
+            job = session.get_one(Job, job_id)
             device = resolve_device(self.settings.device)
+            message = f"job started on {self.worker_id}"
+            if job.attempts > 1:
+                message += f" (attempt {job.attempts}: taken over, restarting from the beginning)"
             append_event(
                 session,
                 job_id,
-                f"job started on {self.worker_id}",
-                data={"worker": self.worker_id, "device": str(device)},
+                message,
+                data={"worker": self.worker_id, "device": str(device), "attempt": job.attempts},
             )
-            return session.get_one(Job, job_id)
+            return job
 
-    def _execute(self, job: Job, started: float) -> str:
+        return self._retrying(f"claim {job_id}", claim)
+
+    def _execute(self, job: Job, lease: JobLease) -> str | None:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
         torch.manual_seed(spec.training.seed)
@@ -124,14 +153,15 @@ class Runner:
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
             )
-            pipeline = self._pipeline(job, spec, device, loader)
-        outcome = pipeline.run(started)
+            pipeline = self._pipeline(job, spec, device, loader, lease)
+        outcome = pipeline.run(lease.started)
         if outcome.stopped:
-            return self._finish_cancelled(job.id)
-        return self._succeed(job, outcome.result, outcome.summary, outcome.artifacts)
+            raise Stopped
+        lease.check()
+        return self._succeed(job, lease, outcome.result, outcome.summary, outcome.artifacts)
 
     def _pipeline(
-        self, job: Job, spec: JobSpec, device: torch.device, loader: InputLoader
+        self, job: Job, spec: JobSpec, device: torch.device, loader: InputLoader, lease: JobLease
     ) -> Pipeline | TextPipeline:
         """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
         context = JobContext(
@@ -139,136 +169,188 @@ class Runner:
             spec=spec,
             cache=TeacherCache(self.store, job.tenant_id),
             device=device,
-            progress=_Callbacks(self, job.id),
-            quiet=_Callbacks(self, job.id, report=False),
-            event=lambda message, data: self._write(job.id, event=(message, data)),
+            progress=TrainingCallbacks(lease),
+            quiet=TrainingCallbacks(lease, report=False),
+            event=lambda message, data: lease.write(event=(message, data)),
         )
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
             teacher = loader.text_teacher(spec)
-            self._write(job.id, event=("data loaded", text.summary(0 if teacher is None else 1)))
+            lease.write(event=("data loaded", text.summary(0 if teacher is None else 1)))
             return TextPipeline(context, data=text, teacher=teacher)
         data = loader.data(spec)
         teachers = loader.teachers(spec, data)
-        self._write(job.id, event=("data loaded", data.summary(len(teachers))))
+        lease.write(event=("data loaded", data.summary(len(teachers))))
         return Pipeline(context, data=data, teachers=teachers)
 
-    # -- writes (lease-guarded) ---------------------------------------------------------------------
+    # -- database access: retried with backoff --------------------------------------------------------
 
-    def _guarded_update(self, session: Session, job_id: str, **values: Any) -> None:
-        """Update the running job this worker holds the lease on, or raise ``LeaseLost``."""
-        updated = affected(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.lease_owner == self.worker_id, Job.status == JobStatus.RUNNING)
-                .values(**values)
-            )
-        )
-        if not updated:
-            raise LeaseLost(job_id)
+    def _retrying(self, what: str, work: Callable[[Session], T]) -> T:
+        return retrying(self.sessions, self.settings.db_retry_seconds, what, work)
 
-    def _write(
-        self,
-        job_id: str,
-        *,
-        values: dict[str, Any] | None = None,
-        event: tuple[str, dict[str, Any]] | None = None,
-    ) -> None:
-        """Heartbeat (and renew the lease), with new values and an event if given."""
-        now = utcnow()
-        with transaction(self.sessions) as session:
-            lease = now + timedelta(seconds=LEASE_SECONDS)
-            self._guarded_update(session, job_id, heartbeat_at=now, lease_expires_at=lease, **(values or {}))
-            if event is not None:
-                append_event(session, job_id, event[0], data=event[1])
+    # -- endings (each a fenced lifecycle transition) ------------------------------------------------
 
-    def cancel_requested(self, job_id: str) -> bool:
-        with self.sessions() as session:
-            return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
-
-    def _finish(
-        self, job_id: str, status: JobStatus, message: str, level: str = "info", **values: Any
-    ) -> str:
-        with transaction(self.sessions) as session:
-            self._guarded_update(
-                session, job_id, status=status, finished_at=utcnow(), lease_expires_at=None, **values
-            )
-            append_event(session, job_id, message, level=level, data=values.get("error") or {})
-        return status.value
-
-    def _fail(self, job_id: str, code: str, message: str) -> str | None:
+    def _finish(self, job_id: str, lease: JobLease, what: str, change: Callable[[Session], bool]) -> bool:
         try:
-            return self._finish(
+            return self._retrying(f"{what} {job_id}", change)
+        except DatabaseUnavailable as error:
+            log.error("job %s: could not record %s: %s", job_id, what, error)
+            return False
+
+    def _fail(self, job_id: str, lease: JobLease, code: str, message: str) -> str | None:
+        def fail(session: Session) -> bool:
+            if not lifecycle.fail(session, job_id, lease.owner, code, message):
+                return False
+            append_event(
+                session,
                 job_id,
-                JobStatus.FAILED,
                 f"job failed: {message}",
                 level="error",
-                error={"code": code, "message": message},
+                data={"code": code, "message": message},
             )
-        except LeaseLost:
-            return None
+            return True
 
-    def _finish_cancelled(self, job_id: str) -> str:
-        return self._finish(job_id, JobStatus.CANCELLED, "job cancelled")
+        lease.stop()
+        return "failed" if self._finish(job_id, lease, "failure", fail) else None
+
+    def _stopped(self, job: Job, lease: JobLease) -> str | None:
+        """The training loop stopped early: a cancel, the runtime limit, a shutdown, or a lost lease."""
+        if lease.lost:
+            log.warning("job %s: lease lost; stopping without writing", job.id)
+            return None
+        if lease.timed_out:
+            limit = JobSpec.model_validate(job.spec).training.max_runtime_s
+            return self._fail(
+                job.id,
+                lease,
+                "timeout",
+                f"the job ran longer than training.max_runtime_s ({limit} s); raise the limit or train less "
+                "(fewer epochs, a smaller model or dataset)",
+            )
+        if lease.cancel_requested:
+            return self._cancelled(job.id, lease)
+        if self.shutting_down.is_set():
+            return self._hand_back(job.id, lease)
+        raise RuntimeError("the training loop stopped without a reason")
+
+    def _cancelled(self, job_id: str, lease: JobLease) -> str | None:
+        def cancel(session: Session) -> bool:
+            if not lifecycle.finish_cancelled(session, job_id, lease.owner):
+                return False
+            append_event(session, job_id, "job cancelled")
+            return True
+
+        lease.stop()
+        return "cancelled" if self._finish(job_id, lease, "cancellation", cancel) else None
+
+    def _hand_back(self, job_id: str, lease: JobLease) -> str | None:
+        """Warm shutdown: ``running → queued``, so another worker starts the job again."""
+
+        def release(session: Session) -> bool:
+            if not lifecycle.release(session, job_id, lease.owner):
+                return False
+            append_event(
+                session,
+                job_id,
+                f"job handed back: worker {self.worker_id} is shutting down; another worker restarts it",
+                level="warning",
+                data={"worker": self.worker_id},
+            )
+            return True
+
+        lease.stop()
+        self._finish(job_id, lease, "hand-back", release)
+        log.warning("job %s: handed back (worker shutting down)", job_id)
+        return None
 
     def _succeed(
-        self, job: Job, result: dict[str, Any], summary: dict[str, Any], artifacts: dict[str, bytes]
-    ) -> str:
-        rows = []
-        for name, blob in artifacts.items():  # objects first, then the rows that point at them
-            key = artifact_key(job.tenant_id, job.id, name)
-            self.store.put_bytes(key, blob)
-            digest = hashlib.sha256(blob).hexdigest()
-            rows.append(Artifact(job_id=job.id, name=name, bytes=len(blob), sha256=digest, storage_key=key))
-        with transaction(self.sessions) as session:
-            self._guarded_update(
-                session,
-                job.id,
-                status=JobStatus.SUCCEEDED,
-                finished_at=utcnow(),
-                lease_expires_at=None,
-                result=result,
-            )
-            session.add_all(rows)
-            append_event(session, job.id, "job succeeded", data=summary)
-        return JobStatus.SUCCEEDED.value
+        self,
+        job: Job,
+        lease: JobLease,
+        result: dict[str, Any],
+        summary: dict[str, Any],
+        artifacts: dict[str, bytes],
+    ) -> str | None:
+        rows, keys = [], []
+        try:
+            for name, blob in artifacts.items():  # objects first, then the rows that point at them
+                key = artifact_key(job.tenant_id, job.id, name)
+                keys.append(key)
+                self._upload(job.id, lease, key, blob)
+                digest = hashlib.sha256(blob).hexdigest()
+                rows.append(
+                    Artifact(job_id=job.id, name=name, bytes=len(blob), sha256=digest, storage_key=key)
+                )
+        except BaseException:
+            self._discard(keys)  # a job that does not succeed keeps no artifacts
+            raise
+
+        def succeed(session: Session) -> str | None:
+            if lifecycle.succeed(session, job.id, lease.owner, result):
+                session.add_all([_copy(row) for row in rows])
+                append_event(session, job.id, "job succeeded", data=summary)
+                return "succeeded"
+            if lifecycle.finish_cancelled(session, job.id, lease.owner):  # a cancel won the race
+                append_event(
+                    session, job.id, "job cancelled (after its last step; its artifacts were discarded)"
+                )
+                return "cancelled"
+            return None
+
+        lease.stop()
+        try:
+            status = self._retrying(f"success {job.id}", succeed)
+        except DatabaseUnavailable as error:
+            log.error("job %s: could not record its success: %s", job.id, error)
+            status = None
+        if status != "succeeded":
+            self._discard(keys)
+        return status
+
+    def _upload(self, job_id: str, lease: JobLease, key: str, blob: bytes) -> None:
+        """Store one artifact, retrying with backoff for ``storage_retry_seconds``; then fail the job."""
+        deadline = time.monotonic() + self.settings.storage_retry_seconds
+        delay, told = 0.5, False
+        while True:
+            try:
+                self.store.put_bytes(key, blob)
+                return
+            except Exception as error:
+                name = key.rsplit("/", 1)[-1]
+                detail = f"{type(error).__name__}: {error}"
+                if time.monotonic() + delay > deadline:
+                    raise JobFailure(
+                        "storage_unavailable",
+                        f"the object store did not accept artifact {name} for "
+                        f"{self.settings.storage_retry_seconds:g}s ({detail}); nothing was kept: submit "
+                        "the job again once the store is reachable",
+                    ) from error
+                if not told:
+                    told = True
+                    lease.write(
+                        event=(
+                            f"artifact upload failed; retrying for up to "
+                            f"{self.settings.storage_retry_seconds:g}s",
+                            {"error": detail},
+                        )
+                    )
+                log.warning(
+                    "job %s: upload of %s failed (%s); retrying in %.1fs", job_id, name, detail, delay
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                lease.check()
+
+    def _discard(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except Exception as error:  # an orphan object without a row: harmless, never listed
+                log.warning("could not delete %s: %s", key, error)
 
 
-class _Callbacks:
-    """The engine's view of the runner: progress and epoch events (when ``report``), and cancellation."""
-
-    def __init__(self, runner: Runner, job_id: str, *, report: bool = True) -> None:
-        self.runner = runner
-        self.job_id = job_id
-        self.report = report
-        self._last_progress = 0.0
-        self._last_poll = 0.0
-        self._cancel = False
-
-    def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
-        now = time.monotonic()
-        if self.report and (now - self._last_progress >= PROGRESS_INTERVAL_SECONDS or step == 1):
-            self._last_progress = now
-            self.runner._write(self.job_id, values={"progress": _progress(epoch - 1, epochs, step, steps)})
-
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        if not self.report:
-            return
-        self._last_progress = time.monotonic()
-        rounded = {k: round(float(v), 6) for k, v in metrics.items()}
-        self.runner._write(
-            self.job_id,
-            values={"progress": _progress(epoch, epochs, step, steps)},
-            event=(f"epoch {epoch}/{epochs}", {"epoch": epoch, "step": step, **rounded}),
-        )
-
-    def should_stop(self) -> bool:
-        now = time.monotonic()
-        if not self._cancel and now - self._last_poll >= self.runner.settings.cancel_poll_seconds:
-            self._last_poll = now
-            self._cancel = self.runner.cancel_requested(self.job_id)
-        return self._cancel
-
-
-def _progress(epoch: int, epochs: int, step: int, steps: int) -> dict[str, int]:
-    return {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps}
+def _copy(row: Artifact) -> Artifact:
+    """A fresh row for each try of the success transaction (a failed try leaves the old one attached)."""
+    return Artifact(
+        job_id=row.job_id, name=row.name, bytes=row.bytes, sha256=row.sha256, storage_key=row.storage_key
+    )

@@ -3,21 +3,22 @@ before anything is queued), listing, cancellation."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, Invalid, NotFound
 from api.pagination import Page, paginate
 from api.tenancy import find_owned, get_owned, scoped
-from distill.clock import utcnow
+from distill import lifecycle
 from distill.datasets import BUILTIN_INFO, DatasetInfo
-from distill.db import affected
 from distill.events import append_event
 from distill.ids import new_job_id
-from distill.jobstate import TERMINAL, JobStatus
+from distill.jobstate import JobStatus
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.queue import enqueue_job
@@ -139,10 +140,14 @@ def create_job(
     session.flush()
     append_event(session, job.id, "job queued")
     session.commit()
-    try:
+    try:  # the row is the outbox: a job whose wake-up was not marked sent gets one from the reconciler
         enqueue_job(queue, job.id, spec.resources.queue)
-    except Exception:  # the row is the truth: a sweep can send the message again later
-        log.exception("could not send job %s to the queue; it stays queued", job.id)
+    except Exception as error:
+        log.warning("job %s: broker unavailable (%s); the reconciler sends its wake-up", job.id, error)
+        return job
+    with contextlib.suppress(SQLAlchemyError):  # unmarked, it is only sent once more (the claim dedupes)
+        lifecycle.wakeup_sent(session, job.id)
+        session.commit()
     return job
 
 
@@ -156,33 +161,13 @@ def list_jobs(
 
 
 def cancel_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
-    """A queued job is cancelled at once; a running one is asked to stop and ends ``cancelled``."""
+    """A queued job (or one whose worker was lost) is cancelled at once; a running one is asked to stop
+    and ends ``cancelled`` within seconds; a finished one answers 409 (``distill.lifecycle``)."""
     job = get_owned(session, Job, job_id, tenant)
-    if job.status in TERMINAL:
-        raise Conflict(f"job {job_id} has already finished (status: {job.status})", field="id")
-    now = utcnow()
-    done = affected(
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True)
-        )
-    )
-    if done:
-        append_event(session, job_id, "job cancelled before it started")
-    else:
-        done = affected(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
-                .values(cancel_requested=True)
-            )
-        )
-        if done:
-            append_event(session, job_id, "cancellation requested; the job stops at its next step")
+    outcome = lifecycle.request_cancel(session, job_id)
     session.commit()
     session.refresh(job)
-    if not done and job.status in TERMINAL:
+    if outcome is lifecycle.CancelOutcome.FINISHED:
         raise Conflict(f"job {job_id} has already finished (status: {job.status})", field="id")
     return job
 

@@ -4,7 +4,6 @@ Revision ID: 0003_webhooks
 Revises: 0001
 Create Date: 2026-11-29 23:45:00
 
-The lead re-chains ``down_revision`` onto whatever head main has when this branch is merged.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_webhooks"
-down_revision = "0001"
+down_revision = "0002_leases_outbox"
 branch_labels = None
 depends_on = None
 
