@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from client.sdk import Client
+from distill.client.sdk import Client
 from helpers import free_port, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 from sqlalchemy import select
@@ -268,7 +268,7 @@ class FaultStack:
             env = {**os.environ, **self.env, "DISTILL_WORKER_ID": name}
             with log.open("ab") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "client.cli", "worker", "--loglevel=info"],
+                    [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
                     env=env,
                     stdout=out,
                     stderr=subprocess.STDOUT,
