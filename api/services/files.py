@@ -14,13 +14,7 @@ from api.pagination import Page, paginate
 from api.tenancy import get_owned, scoped
 from distill.datasets import DatasetError, inspect_dataset
 from distill.ids import new_file_id
-from distill.modelfile import (
-    TEXT_FORMAT_VERSION,
-    ModelFileError,
-    inspect_model_file,
-    inspect_text_model_file,
-    model_file_format,
-)
+from distill.modelfile import ModelFileError, TextModelInfo, inspect_any_model_file
 from distill.storage import ObjectStore, file_key
 from distill.tables import File, Tenant
 
@@ -45,11 +39,10 @@ def _validate(path: Path, filename: str, purpose: str) -> dict[str, Any]:
             return inspect_dataset(path, filename).to_meta()
         if not filename.lower().endswith(".safetensors"):
             raise ModelFileError("a model must be one .safetensors file (weights are never unpickled)")
-        if model_file_format(path) == TEXT_FORMAT_VERSION:
-            info, parameters = inspect_text_model_file(path)
-            return {**info.to_meta(), "parameters": parameters}
-        config, parameters = inspect_model_file(path)
-        return {"config": config.model_dump(mode="json"), "parameters": parameters}
+        found, parameters = inspect_any_model_file(path)
+        if isinstance(found, TextModelInfo):
+            return {**found.to_meta(), "parameters": parameters}
+        return {"config": found.model_dump(mode="json"), "parameters": parameters}
     except (DatasetError, ModelFileError) as exc:
         raise Invalid(f"file: {exc}", field="file", code=f"invalid_{purpose}") from exc
 

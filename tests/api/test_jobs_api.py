@@ -108,6 +108,29 @@ def test_references_are_checked_before_queueing(client, acme, globex):
     assert len(client.get("/v1/jobs", headers=acme).json()["data"]) == 1
 
 
+def test_a_single_class_training_set_answers_422_not_500(client, acme):
+    # The upload is a valid dataset (it may serve as a validation set); only as data.train is it unusable.
+    x, y = digits_arrays()
+    one_class = upload(client, acme, "one.npz", npz_bytes(x[:30], 0 * y[:30]))
+    assert one_class.status_code == 201, one_class.text
+    assert one_class.json()["metadata"]["num_classes"] == 1
+    response = client.post(
+        "/v1/jobs", headers=acme, json={"data": {"train": {"file": one_class.json()["id"]}}}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "data.train"
+    assert "at least two classes" in error["message"]
+    text_one = upload(client, acme, "one.jsonl", text_jsonl(labels=True, classes=1)).json()["id"]
+    text_job = {"data": {"train": {"file": text_one}}, "model": {"arch": "encoder", "layers": 1}}
+    response = client.post("/v1/jobs", headers=acme, json=text_job)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "data.train"
+    assert "at least two classes" in response.json()["error"]["message"]
+    assert client.get("/v1/jobs", headers=acme).json()["data"] == []
+    assert queued_messages(client) == []
+
+
 def test_teacher_from_uploaded_model_and_transfer_set_are_accepted(client, acme):
     x, _ = digits_arrays()
     transfer = upload(client, acme, "u.npz", npz_bytes(x[:30])).json()["id"]
@@ -255,12 +278,12 @@ def test_loss_layers_and_combinations_are_checked_on_submission(client, acme):
 # -- text jobs ---------------------------------------------------------------------------------------------
 
 
-def text_jsonl(n: int = 20, labels: bool = True) -> bytes:
+def text_jsonl(n: int = 20, labels: bool = True, classes: int = 2) -> bytes:
     lines = [
         json.dumps(
             {
                 "text": f"sentence number {i} is {'good' if i % 2 else 'bad'}",
-                **({"label": i % 2} if labels else {}),
+                **({"label": i % classes} if labels else {}),
             }
         )
         for i in range(n)

@@ -1,4 +1,4 @@
-"""worker.engine.data: built-in datasets and the held-out split."""
+"""distill.datasets.builtins: the registry of builtin datasets, their loaders and official splits."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.datasets import BUILTIN_INFO, ArrayDataset
-from worker.engine import data
-from worker.engine.data import holdout_split, load_builtin
+from distill.datasets import BUILTIN_INFO, BUILTINS, ArrayDataset, builtins
+from distill.datasets.builtins import load_builtin
+from distill.datasets.split import holdout_split
+from distill.spec import BUILTIN_DATASETS, BuiltinData
 
 
 def test_digits() -> None:
@@ -31,13 +32,13 @@ def test_mnist1d_generated_once_then_cached(tmp_path: Path, monkeypatch: pytest.
     assert (len(train), len(test)) == (4000, 1000)
     assert train.x.shape == (4000, 40) and train.x.dtype == np.float32
     assert test.y is not None and test.y.dtype == np.int64 and set(test.y.tolist()) == set(range(10))
-    assert (tmp_path / data.MNIST1D_CACHE).exists()
+    assert (tmp_path / builtins.MNIST1D_CACHE).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
     def fail() -> None:
         raise AssertionError("regenerated despite the cache")
 
-    monkeypatch.setattr(data, "_generate_mnist1d", fail)
+    monkeypatch.setattr(builtins, "_generate_mnist1d", fail)
     train2, test2 = load_builtin("mnist1d", tmp_path)
     np.testing.assert_array_equal(train.x, train2.x)
     assert test2.y is not None and test.y.tolist() == test2.y.tolist()
@@ -52,6 +53,15 @@ def _after_seed(seed: int) -> tuple[float, float]:
 def test_unknown_builtin(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown built-in"):
         load_builtin("cifar", tmp_path)
+
+
+def test_the_registry_is_the_one_list_of_builtins() -> None:
+    # The spec accepts exactly the registry's names; the API's checks read the registry's descriptions.
+    assert tuple(BUILTINS) == BUILTIN_DATASETS
+    for name, builtin in BUILTINS.items():
+        assert BuiltinData(builtin=name).builtin == name  # type: ignore[arg-type]
+        assert builtin.name == name and builtin.description and builtin.official_split
+        assert BUILTIN_INFO[name] is builtin.info and builtin.info.kind == "tabular"
 
 
 def test_holdout_split_is_deterministic_and_disjoint() -> None:
@@ -70,3 +80,9 @@ def test_holdout_split_is_deterministic_and_disjoint() -> None:
         holdout_split(ArrayDataset(np.zeros((1, 1), dtype=np.float32)))
     with pytest.raises(ValueError):
         holdout_split(ds, 1.0)
+
+
+def test_builtin_info() -> None:
+    assert BUILTIN_INFO["digits"].input_shape == [8, 8] and BUILTIN_INFO["digits"].examples == 1797
+    assert BUILTIN_INFO["mnist1d"].input_shape == [40] and BUILTIN_INFO["mnist1d"].examples == 5000
+    assert all(i.num_classes == 10 and i.has_labels for i in BUILTIN_INFO.values())

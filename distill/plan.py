@@ -1,0 +1,235 @@
+"""The rules of a job spec that depend on what its references are: one pure function, :func:`plan`.
+
+The API resolves each reference through the database (tenant-scoped: a file's recorded metadata, a teacher
+job's result) and calls :func:`plan` at submission, answering 422 naming the field; the worker describes
+what it actually loaded the same way and calls the same function before training (a failed job,
+``invalid_spec``). The rules between the spec's own fields are validators of :class:`distill.spec.JobSpec`;
+whether a reference exists and belongs to the tenant is the caller's business (only it can look).
+
+No I/O, no database, no torch: every rule here has a unit test that needs no services.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from distill.datasets import DatasetInfo
+from distill.modelfile import TextModelInfo
+from distill.spec import (
+    AttentionLoss,
+    EncoderConfig,
+    HintLoss,
+    JobSpec,
+    SpecError,
+    StoredModelConfig,
+)
+from distill.spec_rules import check_layer_map
+
+TeacherInfo = StoredModelConfig | TextModelInfo
+"""What a teacher reference resolved to: a tabular model's config, or a text model's description (the
+builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`)."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What each reference of a spec resolved to (``None``: the spec has no such reference)."""
+
+    train: DatasetInfo
+    validation: DatasetInfo | None = None
+    transfer: DatasetInfo | None = None
+    teachers: list[TeacherInfo] = field(default_factory=list)
+    """One per ``spec.teachers``, in order."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a valid spec amounts to, once its references are known."""
+
+    kind: Literal["tabular", "text"]
+    num_classes: int | None
+    """Classes of the training labels; None for a text embedding job without labels."""
+    input_shape: list[int]
+    """The shape of one input (``[]`` for texts)."""
+    student: StoredModelConfig | None
+    """The student's stored config (tabular jobs; text students are built from their teacher)."""
+
+
+def plan(spec: JobSpec, resolved: Resolved) -> Plan:
+    """Check the spec against what its references are; raise :class:`SpecError` naming the field."""
+    if len(resolved.teachers) != len(spec.teachers):
+        raise ValueError(f"resolved {len(resolved.teachers)} teachers for a spec with {len(spec.teachers)}")
+    train = resolved.train
+    if isinstance(spec.model, EncoderConfig):
+        if train.kind != "text":
+            raise SpecError(
+                "model.arch",
+                f"model.arch: an encoder reads texts but data.train is a {train.kind} dataset; use a text "
+                'dataset ({"text": "...", "label": ...} lines) or an mlp/cnn model',
+            )
+        return _text_plan(spec, spec.model, resolved)
+    if train.kind == "text":
+        raise SpecError(
+            "data.train",
+            f'data.train: text datasets need model.arch "encoder", not {spec.model.arch!r}; '
+            "numeric features (CSV, NPZ, Parquet or JSONL with numbers) suit mlp and cnn models",
+        )
+    if not train.has_labels or train.num_classes is None:
+        raise SpecError(
+            "data.train",
+            "data.train: the training set has no labels (a `label` column or `y` array); "
+            "unlabeled inputs go in data.transfer",
+        )
+    num_classes = _enough_classes(train.num_classes)
+    for name, info in (("validation", resolved.validation), ("transfer", resolved.transfer)):
+        if info is None:
+            continue
+        where = f"data.{name}"
+        if info.kind != "tabular":
+            raise SpecError(where, f"{where}: a {info.kind} dataset, but the training inputs are numeric")
+        if info.input_shape != train.input_shape:
+            raise SpecError(
+                where,
+                f"{where}: inputs have shape {info.input_shape} but the training inputs have "
+                f"{train.input_shape}",
+            )
+        if name == "validation" and not info.has_labels:
+            raise SpecError(where, f"{where}: the validation set needs labels")
+        _labels_within(info, num_classes, where)
+    student = StoredModelConfig(model=spec.model, input_shape=train.input_shape, num_classes=num_classes)
+    teachers = _tabular_teachers(spec, resolved.teachers, train, num_classes)
+    _check_hints(spec, student, teachers)
+    return Plan(kind="tabular", num_classes=num_classes, input_shape=train.input_shape, student=student)
+
+
+def _enough_classes(num_classes: int) -> int:
+    if num_classes < 2:
+        raise SpecError(
+            "data.train",
+            f"data.train: the training labels have only {num_classes} class (every label is "
+            f"{num_classes - 1}); a classifier needs at least two classes: label examples of another class",
+        )
+    return num_classes
+
+
+def _labels_within(info: DatasetInfo, num_classes: int, where: str) -> None:
+    if info.num_classes is not None and info.num_classes > num_classes:
+        raise SpecError(
+            where,
+            f"{where}: has labels up to {info.num_classes - 1} but the training set has only "
+            f"{num_classes} classes",
+        )
+
+
+def _tabular_teachers(
+    spec: JobSpec, teachers: list[TeacherInfo], train: DatasetInfo, num_classes: int
+) -> list[StoredModelConfig]:
+    several = len(teachers) > 1 or isinstance(spec.teacher, list)
+    configs = []
+    for index, info in enumerate(teachers):
+        where = spec.teacher_field(index)
+        if isinstance(info, TextModelInfo):
+            raise SpecError(
+                where,
+                f"{where}: the teacher is a text model; it teaches encoder students on text datasets "
+                '(model.arch "encoder")',
+            )
+        if info.num_classes != num_classes:
+            others = " (all teachers must predict the same classes)" if several else ""
+            raise SpecError(
+                where,
+                f"{where}: the teacher predicts {info.num_classes} classes but the data has "
+                f"{num_classes}{others}",
+            )
+        if info.input_shape != train.input_shape:
+            raise SpecError(
+                where,
+                f"{where}: the teacher takes inputs of shape {info.input_shape} but the data has "
+                f"{train.input_shape}",
+            )
+        configs.append(info)
+    return configs
+
+
+def _check_hints(spec: JobSpec, student: StoredModelConfig, teachers: list[StoredModelConfig]) -> None:
+    """A hint loss names layers the student and its one teacher have (the spec checks it has one)."""
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if not isinstance(loss, HintLoss):
+            continue
+        for role, name, config in (
+            ("student", loss.student_layer, student),
+            ("teacher", loss.teacher_layer, teachers[0]),
+        ):
+            names = config.layer_names()
+            if name not in names:
+                where = f"distillation.losses.{index}.{role}_layer"
+                raise SpecError(
+                    where, f"{where}: the {role} has no layer {name!r}; its layers are {', '.join(names)}"
+                )
+
+
+def _text_plan(spec: JobSpec, model: EncoderConfig, resolved: Resolved) -> Plan:
+    train = resolved.train
+    classify = spec.task == "classification"
+    num_classes: int | None = None
+    if classify:
+        if not train.has_labels or train.num_classes is None:
+            raise SpecError(
+                "data.train",
+                'data.train: a classification job needs labels on every text (or use task "embedding" with '
+                "a text teacher)",
+            )
+        num_classes = _enough_classes(train.num_classes)
+    elif train.has_labels:
+        num_classes = train.num_classes
+    validation = resolved.validation
+    if validation is not None:
+        if validation.kind != "text":
+            raise SpecError("data.validation", "data.validation: a text job needs a text validation set")
+        if num_classes is not None and classify:
+            if not validation.has_labels:
+                raise SpecError("data.validation", "data.validation: the validation set needs labels")
+            _labels_within(validation, num_classes, "data.validation")
+    transfer = resolved.transfer
+    if transfer is not None and transfer.kind != "text":
+        raise SpecError(
+            "data.transfer",
+            'data.transfer: a text job needs a text transfer set ({"text": ...} lines), not a '
+            f"{transfer.kind} dataset",
+        )
+    if resolved.teachers:
+        _text_teacher(spec, model, resolved.teachers[0], num_classes)
+    return Plan(kind="text", num_classes=num_classes, input_shape=[], student=None)
+
+
+def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_classes: int | None) -> None:
+    where = spec.teacher_field(0)
+    if not isinstance(info, TextModelInfo) or not info.has_tokenizer:
+        raise SpecError(
+            where,
+            f"{where}: a text job needs a text teacher with its tokenizer (a text job's model, or a "
+            ".safetensors saved by save_text_model); this teacher has no tokenizer",
+        )
+    if spec.task == "classification":  # (a builtin teacher gives embeddings: the spec refuses it)
+        if info.task != "classification":
+            raise SpecError(
+                where,
+                f"{where}: the teacher is a text {info.task} model; a classification student needs a "
+                'text classifier teacher (or use task "embedding")',
+            )
+        if info.num_classes != num_classes:
+            raise SpecError(
+                where,
+                f"{where}: the teacher predicts {info.num_classes} classes but the data has {num_classes}",
+            )
+    if info.layers is not None and model.layers > info.layers:
+        raise SpecError(
+            "model.layers",
+            f"model.layers: the student cannot have more layers ({model.layers}) than its teacher "
+            f"({info.layers})",
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if isinstance(loss, AttentionLoss) and loss.layer_map is not None:
+            check_layer_map(
+                loss.layer_map, model.layers, info.layers, f"distillation.losses.{index}.layer_map"
+            )
