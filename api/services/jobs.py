@@ -55,6 +55,12 @@ def _data_info(session: Session, tenant: Tenant, ref: DataRef, field: str) -> Da
     return DatasetInfo.from_meta(_usable_file(session, tenant, ref.file, "dataset", field).meta)
 
 
+def _optional_data_info(
+    session: Session, tenant: Tenant, ref: DataRef | None, field: str
+) -> DatasetInfo | None:
+    return None if ref is None else _data_info(session, tenant, ref, field)
+
+
 def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: str) -> TeacherInfo:
     """What a teacher reference is: a tabular model's config, or a text model's description."""
     if isinstance(teacher, BuiltinTeacher):
@@ -84,12 +90,8 @@ def resolve_references(session: Session, tenant: Tenant, spec: JobSpec) -> Resol
     data = spec.data
     return Resolved(
         train=_data_info(session, tenant, data.train, "data.train"),
-        validation=None
-        if data.validation is None
-        else _data_info(session, tenant, data.validation, "data.validation"),
-        transfer=None
-        if data.transfer is None
-        else _data_info(session, tenant, data.transfer, "data.transfer"),
+        validation=_optional_data_info(session, tenant, data.validation, "data.validation"),
+        transfer=_optional_data_info(session, tenant, data.transfer, "data.transfer"),
         teachers=[
             _teacher_info(session, tenant, ref, spec.teacher_field(index))
             for index, ref in enumerate(spec.teachers)
