@@ -107,7 +107,12 @@ class BasePipeline:
         self.progress = context.progress
         self.quiet = context.quiet
         self.event = context.event
-        self.hooks = context.student_hooks()
+        self.context = context
+
+    @property
+    def hooks(self) -> dict[str, Any]:
+        """Checkpoint / resume arguments for the student's run (see :meth:`JobContext.student_hooks`)."""
+        return self.context.student_hooks()
 
     def curves(
         self, runs: Mapping[str, Sequence[Mapping[str, Any]]], *, teacher: Any = None
