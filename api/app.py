@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.hardening import install_hardening
 from api.routers import artifacts, files, health, jobs
 from distill.db import make_engine, make_session_factory
 from distill.queue import make_celery
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = make_store(settings)
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
+    install_hardening(app)
     for router in (health.router, files.router, jobs.router, artifacts.router):
         app.include_router(router)
     return app
