@@ -27,6 +27,7 @@ class ErrorResponse(BaseModel):
 
 _WHEN = {
     307: "Redirect to a presigned download URL (an S3 store)",
+    400: "The request body cannot be read (not UTF-8, malformed multipart)",
     401: "Missing, unknown or revoked API key",
     404: "No such object, or another tenant's",
     409: "Conflict: the object's state forbids this, or a request with this Idempotency-Key is in progress",

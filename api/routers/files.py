@@ -29,7 +29,9 @@ def _check_filename(filename: str) -> None:
         raise Invalid("file: the filename holds control characters (NUL, newline...)", field="file")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=FileRead, responses=errors(409, 413))
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=FileRead, responses=errors(400, 409, 413)
+)
 def upload_file(
     file: UploadFile,
     purpose: Annotated[str, Form(max_length=32, pattern=PRINTABLE)],

@@ -21,7 +21,7 @@ from distill.tables import Job
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead, responses=errors(409))
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead, responses=errors(400, 409))
 def create_job(
     spec: JobSpec,
     session: SessionDep,
