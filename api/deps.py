@@ -7,6 +7,7 @@ tenant and goes through ``api.tenancy``, so tenancy is enforced in one place.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -52,11 +53,19 @@ QueueDep = Annotated[Celery, Depends(get_queue)]
 _bearer = HTTPBearer(auto_error=False)
 
 
+_limiter_lock = threading.Lock()
+
+
 def get_rate_limiter(request: Request) -> RateLimiter | None:
-    """The app's limiter, made from its settings on first use (None: no rate limit)."""
+    """The app's limiter, made from its settings on first use (None: no rate limit).
+
+    Made once, under a lock: requests arrive on many threads at once, and the ``limits`` library's lazy
+    import of its Redis client is not thread-safe (concurrent first uses failed with "redis 0.0.0 found").
+    """
     state = request.app.state
-    if not hasattr(state, "rate_limiter"):
-        state.rate_limiter = make_rate_limiter(state.settings)
+    with _limiter_lock:
+        if not hasattr(state, "rate_limiter"):
+            state.rate_limiter = make_rate_limiter(state.settings)
     limiter: RateLimiter | None = state.rate_limiter
     return limiter
 

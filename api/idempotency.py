@@ -8,7 +8,9 @@ A key is claimed first (a row ``in_progress``, unique per tenant and key), then 
 - a request that fails (any error) gives its key back, so the retry runs afresh;
 - keys are kept ``DISTILL_IDEMPOTENCY_TTL_SECONDS`` (24 hours by default), then forgotten.
 
-Claims live in their own short transactions, so a concurrent request sees them at once.
+The claim is committed on its own before the work starts, so a concurrent request sees it at once. It goes
+through the request's own session: a second connection per request would let a busy API exhaust its pool
+with requests that each hold one connection and wait for another.
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from api.deps import SettingsDep, TenantDep
+from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import Conflict, Invalid
 from distill.clock import utcnow
-from distill.db import transaction
 from distill.tables import IdempotencyKey, Tenant
 
 HEADER = "Idempotency-Key"
@@ -63,14 +64,14 @@ class Idempotency:
 
     def __init__(
         self,
-        factory: sessionmaker[Session],
+        session: Session,
         tenant: Tenant,
         key: str | None,
         *,
         ttl_s: int,
         lock_s: int,
     ) -> None:
-        self._factory = factory
+        self._session = session
         self._tenant_id = tenant.id
         self.key = key
         self._ttl = timedelta(seconds=ttl_s)
@@ -86,12 +87,15 @@ class Idempotency:
             if self._insert(request_sha256):
                 self._claimed = True
                 return
-            with self._factory() as session:
-                row = session.scalar(
-                    select(IdempotencyKey).where(
-                        IdempotencyKey.tenant_id == self._tenant_id, IdempotencyKey.key == self.key
-                    )
-                )
+            row = self._session.execute(
+                select(
+                    IdempotencyKey.request_sha256,
+                    IdempotencyKey.status,
+                    IdempotencyKey.response_status,
+                    IdempotencyKey.response_body,
+                ).where(IdempotencyKey.tenant_id == self._tenant_id, IdempotencyKey.key == self.key)
+            ).first()
+            self._session.rollback()  # end the read (plain values, not ORM objects: nothing expires)
             if row is None:
                 continue
             if row.request_sha256 != request_sha256:
@@ -138,60 +142,60 @@ class Idempotency:
 
     def _insert(self, request_sha256: str) -> bool:
         now = utcnow()
+        session = self._session
+        session.commit()  # nothing of the request's is pending yet; start the claim's own transaction
         try:
-            with transaction(self._factory) as session:
-                session.execute(
-                    delete(IdempotencyKey).where(
-                        IdempotencyKey.tenant_id == self._tenant_id,
-                        IdempotencyKey.key == self.key,
-                        or_(
-                            IdempotencyKey.created_at < now - self._ttl,
-                            and_(
-                                IdempotencyKey.status == IN_PROGRESS,
-                                IdempotencyKey.created_at < now - self._lock,
-                            ),
+            session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.tenant_id == self._tenant_id,
+                    IdempotencyKey.key == self.key,
+                    or_(
+                        IdempotencyKey.created_at < now - self._ttl,
+                        and_(
+                            IdempotencyKey.status == IN_PROGRESS,
+                            IdempotencyKey.created_at < now - self._lock,
                         ),
-                    )
+                    ),
                 )
-                session.add(
-                    IdempotencyKey(
-                        tenant_id=self._tenant_id,
-                        key=self.key,
-                        request_sha256=request_sha256,
-                        status=IN_PROGRESS,
-                        created_at=now,
-                    )
+            )
+            session.add(
+                IdempotencyKey(
+                    tenant_id=self._tenant_id,
+                    key=self.key,
+                    request_sha256=request_sha256,
+                    status=IN_PROGRESS,
+                    created_at=now,
                 )
+            )
+            session.commit()
         except IntegrityError:
+            session.rollback()
             return False
         return True
 
     def _store(self, status_code: int, body: dict[str, Any]) -> None:
         if not self._claimed:
             return
-        with transaction(self._factory) as session:
-            row = session.scalar(
-                select(IdempotencyKey).where(
-                    IdempotencyKey.tenant_id == self._tenant_id, IdempotencyKey.key == self.key
-                )
-            )
-            if row is not None:
-                row.status = DONE
-                row.response_status = status_code
-                row.response_body = body
+        self._session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.tenant_id == self._tenant_id, IdempotencyKey.key == self.key)
+            .values(status=DONE, response_status=status_code, response_body=body)
+        )
+        self._session.commit()
 
     def _release(self) -> None:
         if not self._claimed:
             return
         self._claimed = False
-        with transaction(self._factory) as session:
-            session.execute(
-                delete(IdempotencyKey).where(
-                    IdempotencyKey.tenant_id == self._tenant_id,
-                    IdempotencyKey.key == self.key,
-                    IdempotencyKey.status == IN_PROGRESS,
-                )
+        self._session.rollback()  # whatever the failed work left uncommitted
+        self._session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.tenant_id == self._tenant_id,
+                IdempotencyKey.key == self.key,
+                IdempotencyKey.status == IN_PROGRESS,
             )
+        )
+        self._session.commit()
 
     def _purge_expired(self) -> None:
         """Delete every tenant's expired keys, at most once an hour per process (an index on created_at)."""
@@ -200,12 +204,12 @@ class Idempotency:
             if time.monotonic() - _last_purge < PURGE_EVERY_S and _last_purge:
                 return
             _last_purge = time.monotonic()
-        with transaction(self._factory) as session:
-            session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - self._ttl))
+        self._session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - self._ttl))
+        self._session.commit()
 
 
 def get_idempotency(
-    request: Request,
+    session: SessionDep,
     tenant: TenantDep,
     settings: SettingsDep,
     key: Annotated[
@@ -220,9 +224,8 @@ def get_idempotency(
         ),
     ] = None,
 ) -> Idempotency:
-    factory: sessionmaker[Session] = request.app.state.session_factory
     return Idempotency(
-        factory,
+        session,
         tenant,
         key,
         ttl_s=settings.idempotency_ttl_seconds,

@@ -80,19 +80,22 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def submit(client: httpx.Client, bearer: str, sub: Submission, stats: Stats) -> str:
-    """POST the job; a 409 (the same key still in progress) is retried as a client would, after a pause."""
+    """POST the job; a 409 (the same key still in progress) is retried as a client would, backing off."""
     headers = {"Authorization": f"Bearer {bearer}", "Idempotency-Key": sub.key}
-    for _attempt in range(50):
+    pause = 0.05
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
         started = time.perf_counter()
         response = client.post("/v1/jobs", json=sub.spec, headers=headers)
         stats.record(time.perf_counter() - started, response.status_code)
         if response.status_code == 201:
             return str(response.json()["id"])
         if response.status_code in (409, 429):
-            time.sleep(float(response.headers.get("Retry-After", "0.05")))
+            time.sleep(float(response.headers.get("Retry-After", pause)))
+            pause = min(pause * 2, 1.0)
             continue
         raise RuntimeError(f"submission {sub.index}: {response.status_code} {response.text}")
-    raise RuntimeError(f"submission {sub.index}: still in progress after 50 tries")
+    raise RuntimeError(f"submission {sub.index}: still in progress after 120 s")
 
 
 def main() -> None:
@@ -128,6 +131,7 @@ def main() -> None:
         "DISTILL_TORCH_THREADS": "1",
     }
     processes: list[subprocess.Popen[bytes]] = []
+    api_log = (home / "api.log").open("wb")
     ok = False
     try:
         migrate(database_url)
@@ -143,8 +147,8 @@ def main() -> None:
                 [*cli, "serve", "--port", str(port), "--workers", str(args.api_workers)],
                 env=env,
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stdout=api_log,
+                stderr=subprocess.STDOUT,
             )
         )
         for _ in range(args.workers):
@@ -267,6 +271,10 @@ def main() -> None:
         client_r.close()
         with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    api_log.close()
+    if not ok:
+        print(f"the API's log: {home / 'api.log'}; its last lines:")
+        print("\n".join((home / "api.log").read_text(errors="replace").splitlines()[-40:]))
     print("OK: exactly the unique jobs, all terminal" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
