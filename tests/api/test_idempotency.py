@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from factories import digits_arrays, npz_bytes
@@ -187,3 +189,31 @@ def test_an_invalid_upload_gives_its_key_back(client, acme):
     x, y = digits_arrays()
     fixed = upload(client, headers, "d.npz", npz_bytes(x[:40], y[:40]))
     assert fixed.status_code == 201, fixed.text
+
+
+def test_concurrent_duplicates_make_exactly_the_unique_jobs(client, acme):
+    # 40 requests at once (the server's thread pool is 40 wide, its database pool 20): each key sent twice,
+    # the copies racing. A copy that finds its key in progress answers 409 and is retried, as a client would.
+    specs = {f"race-{i}": {**DIGITS, "name": f"race-{i}"} for i in range(20)}
+    work = [key for key in specs for _ in range(2)]
+
+    def send(key: str) -> tuple[str, str, list[int]]:
+        seen = []
+        for _ in range(200):
+            response = client.post("/v1/jobs", headers=with_key(acme, key), json=specs[key])
+            seen.append(response.status_code)
+            if response.status_code == 201:
+                return key, response.json()["id"], seen
+            assert response.status_code == 409, response.text
+            time.sleep(0.05)
+        raise AssertionError(f"{key}: still in progress after 200 tries")
+
+    with ThreadPoolExecutor(len(work)) as pool:
+        answers = list(pool.map(send, work))
+    ids: dict[str, set[str]] = {}
+    for key, job_id, _seen in answers:
+        ids.setdefault(key, set()).add(job_id)
+    assert all(len(found) == 1 for found in ids.values()), ids
+    assert count(client, Job) == len(specs)
+    names = {j["name"] for j in client.get("/v1/jobs?limit=100", headers=acme).json()["data"]}
+    assert names == set(specs)
