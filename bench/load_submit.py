@@ -154,7 +154,12 @@ def main() -> None:
         for _ in range(args.workers):
             processes.append(
                 subprocess.Popen(
-                    [*cli, "worker", "--loglevel", "warning"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL
+                    [*cli, "worker", "--loglevel", "warning"],
+                    env=env,
+                    cwd=ROOT,
+                    stdin=subprocess.DEVNULL,
+                    stdout=api_log,
+                    stderr=subprocess.STDOUT,
                 )
             )
         base = f"http://127.0.0.1:{port}"
@@ -273,7 +278,7 @@ def main() -> None:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     api_log.close()
     if not ok:
-        print(f"the API's log: {home / 'api.log'}; its last lines:")
+        print(f"the API's and workers' log: {home / 'api.log'}; its last lines:")
         print("\n".join((home / "api.log").read_text(errors="replace").splitlines()[-40:]))
     print("OK: exactly the unique jobs, all terminal" if ok else "FAILED")
     sys.exit(0 if ok else 1)
