@@ -262,6 +262,10 @@ def main() -> None:
             and all(status in TERMINAL for status in counts)
         )
     finally:
+        api_log.close()
+        if not ok:
+            print(f"the API's and workers' log: {home / 'api.log'}; its last lines:")
+            print("\n".join((home / "api.log").read_text(errors="replace").splitlines()[-40:]))
         for process in processes:
             process.terminate()
         for process in processes:
@@ -276,10 +280,6 @@ def main() -> None:
         client_r.close()
         with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-    api_log.close()
-    if not ok:
-        print(f"the API's and workers' log: {home / 'api.log'}; its last lines:")
-        print("\n".join((home / "api.log").read_text(errors="replace").splitlines()[-40:]))
     print("OK: exactly the unique jobs, all terminal" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 

@@ -168,3 +168,18 @@ def test_fuzzed_requests_get_no_5xx_and_only_documented_answers(fuzz_app, fuzz_k
             failures.append(f"{operation.label} {known or ''}: {error}")
     assert operations >= 19
     assert not failures, "\n\n".join(failures)
+
+
+def test_an_unreachable_database_answers_503_with_retry_after(api_settings, acme):
+    # A real server that is not there: a closed port on loopback.
+    from helpers import free_port
+
+    url = api_settings.database_url.rsplit("@", 1)[0] + f"@127.0.0.1:{free_port()}/nowhere"
+    app = create_app(api_settings.model_copy(update={"database_url": url}))
+    with TestClient(app) as client:
+        for path in ("/readyz", "/v1/jobs"):
+            response = client.get(path, headers=acme)
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "5"
+            assert response.json()["error"]["code"] == "unavailable"
+    app.state.engine.dispose()
