@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from api.deps import SessionDep, SettingsDep, TenantDep
 from api.errors import Conflict, Invalid
 from distill.clock import utcnow
 from distill.tables import IdempotencyKey, Tenant
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 FIELD = HEADER
@@ -134,7 +137,10 @@ class Idempotency:
         except _Replay as replay:
             return replay.response
         except BaseException:
-            self._release()
+            try:
+                self._release()
+            except Exception:  # the database may be what failed: report the original error, not this one
+                log.exception("could not give back Idempotency-Key %r", self.key)
             raise
         body = model.model_dump(mode="json")
         self._store(status_code, body)
