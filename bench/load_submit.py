@@ -23,6 +23,7 @@ import argparse
 import os
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -280,6 +281,8 @@ def main() -> None:
         client_r.close()
         with psycopg.connect(f"{pg}/postgres", autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        if ok:  # a failed run keeps its folder: the log is in it
+            shutil.rmtree(home, ignore_errors=True)
     print("OK: exactly the unique jobs, all terminal" if ok else "FAILED")
     sys.exit(0 if ok else 1)
 
