@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.hardening import install_hardening
 from api.observability import install_observability
 from api.routers import artifacts, dashboard, files, health, jobs, streams, webhooks
 from distill.db import engine_for, make_session_factory
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = make_store(settings)
     app.state.celery = make_celery(settings)
     install_error_handlers(app)
+    install_hardening(app)
     install_observability(app, app.state.session_factory, settings)
     for router in (
         health.router,

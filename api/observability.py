@@ -75,7 +75,9 @@ class JobsCollector(Collector):
 
             client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
             try:
-                return float(client.llen(queue))
+                depth = client.llen(queue)
+                assert isinstance(depth, int)  # a sync client answers ints (the stubs allow awaitables)
+                return float(depth)
             finally:
                 client.close()
         folder = Path(self.settings.queue_folder) / "messages"

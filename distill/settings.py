@@ -96,6 +96,20 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     """``Retry-After`` of a 503 while the database (or the broker) is unavailable."""
 
+    # ---- edge: idempotency, rate limits, spec ceilings (helper F: issue 9, items 5 and 6) ----
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, ge=24 * 3600)
+    """How long an ``Idempotency-Key`` and its first answer are kept (at least 24 hours)."""
+    idempotency_lock_seconds: int = Field(default=3600, ge=1)
+    """A claim still ``in_progress`` after this long belongs to a request that died; a retry takes it."""
+    rate_limit: str = "1200/minute"
+    """Per API key, in the ``limits`` notation (``"20/second;1200/minute"``); empty: no rate limit. Counted
+    in Redis when the broker is Redis (shared by every API process), else in the process."""
+    max_parameters: int = Field(default=100_000_000, ge=1)
+    """The most parameters a student may have (a larger spec answers 422 on ``model``)."""
+    max_epochs: int = Field(default=1000, ge=1)
+    max_runtime_s: int = Field(default=24 * 3600, ge=1)
+    """The longest ``training.max_runtime_s`` a job may ask for."""
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

@@ -70,6 +70,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Refreshed at most once a minute (``distill.keys.touch``), not written on every request."""
 
 
 class File(Base):
@@ -217,3 +219,29 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# ---- idempotency keys and API key use (helper F: issue 9, items 5 and 6) -----------------------------------
+
+
+class IdempotencyKey(Base):
+    """A client's ``Idempotency-Key`` on a POST: claimed first (``in_progress``), then the answer is kept.
+
+    ``request_sha256`` covers the route and the request body, so the same key with another body is refused;
+    rows older than ``DISTILL_IDEMPOTENCY_TTL_SECONDS`` are forgotten.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_id_key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(255))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    response_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

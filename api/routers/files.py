@@ -4,36 +4,64 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile, status
+from fastapi import APIRouter, Form, Query, Response, UploadFile, status
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.errors import Invalid
+from api.idempotency import IdempotencyDep, fingerprint
+from api.params import PRINTABLE, IdCursor, ObjectId
+from api.responses import COMMON, errors
 from api.services import files as service
 from api.tenancy import get_owned
 from distill.schemas import FileDeleted, FileRead, ListRead
 from distill.tables import File
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=COMMON)
+
+MAX_FILENAME = 255
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+def _check_filename(filename: str) -> None:
+    """The stored name is a VARCHAR(255) without control characters: anything else answers 422."""
+    if len(filename) > MAX_FILENAME:
+        raise Invalid(f"file: the filename is longer than {MAX_FILENAME} characters", field="file")
+    if not filename.isprintable():
+        raise Invalid("file: the filename holds control characters (NUL, newline...)", field="file")
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=FileRead, responses=errors(400, 409, 413)
+)
 def upload_file(
     file: UploadFile,
-    purpose: Annotated[str, Form()],
+    purpose: Annotated[str, Form(max_length=32, pattern=PRINTABLE)],
     session: SessionDep,
     store: StoreDep,
     tenant: TenantDep,
     settings: SettingsDep,
-) -> FileRead:
-    row = service.upload_file(
-        session=session,
-        store=store,
-        tenant=tenant,
-        source=file.file,
-        filename=file.filename or "",
-        purpose=purpose,
-        max_bytes=settings.max_upload_bytes,
-    )
-    return FileRead.of(row)
+    idempotency: IdempotencyDep,
+) -> Response:
+    filename = file.filename or ""
+    _check_filename(filename)
+
+    def claim(size: int, sha256: str) -> None:
+        body = {"purpose": purpose, "filename": filename, "bytes": size, "sha256": sha256}
+        idempotency.claim(fingerprint("POST /v1/files", body))
+
+    def upload() -> FileRead:
+        row = service.upload_file(
+            session=session,
+            store=store,
+            tenant=tenant,
+            source=file.file,
+            filename=filename,
+            purpose=purpose,
+            max_bytes=settings.max_upload_bytes,
+            on_spooled=claim,
+        )
+        return FileRead.of(row)
+
+    return idempotency.respond(201, upload)
 
 
 @router.get("")
@@ -41,19 +69,19 @@ def list_files(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
+    after: IdCursor = None,
     purpose: Literal["dataset", "model"] | None = None,
 ) -> ListRead[FileRead]:
     page = service.list_files(session=session, tenant=tenant, limit=limit, after=after, purpose=purpose)
     return ListRead(data=[FileRead.of(r) for r in page.rows], has_more=page.has_more)
 
 
-@router.get("/{file_id}")
-def get_file(file_id: str, session: SessionDep, tenant: TenantDep) -> FileRead:
+@router.get("/{file_id}", responses=errors(404))
+def get_file(file_id: ObjectId, session: SessionDep, tenant: TenantDep) -> FileRead:
     return FileRead.of(get_owned(session, File, file_id, tenant))
 
 
-@router.delete("/{file_id}")
-def delete_file(file_id: str, session: SessionDep, store: StoreDep, tenant: TenantDep) -> FileDeleted:
+@router.delete("/{file_id}", responses=errors(404))
+def delete_file(file_id: ObjectId, session: SessionDep, store: StoreDep, tenant: TenantDep) -> FileDeleted:
     service.delete_file(session=session, store=store, tenant=tenant, file_id=file_id)
     return FileDeleted(id=file_id)

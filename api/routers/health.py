@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from api.errors import error_body
+from api.responses import errors
 from distill.storage import ObjectStore
 
 router = APIRouter(tags=["health"])
@@ -43,7 +44,7 @@ def _store(store: ObjectStore) -> None:
     store.exists("readyz-probe")  # False for a missing key; raises when the store cannot be reached
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=errors(503))
 def readyz(request: Request) -> Any:
     state = request.app.state
     checks: dict[str, Callable[[], None]] = {

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep
+from api.idempotency import IdempotencyDep, fingerprint
+from api.params import IdCursor, ObjectId, SeqCursor
+from api.responses import COMMON, errors
 from api.routers.streams import stream_events
 from api.services import jobs as service
+from api.services.ceilings import check_ceilings
 from api.tenancy import get_owned
 from distill.jobstate import JobStatus
 from distill.schemas import EventRead, JobRead, ListRead
 from distill.spec import JobSpec
 from distill.tables import Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead, responses=errors(400, 409))
 def create_job(
-    spec: JobSpec, session: SessionDep, queue: QueueDep, tenant: TenantDep, settings: SettingsDep
-) -> JobRead:
-    return JobRead.of(
-        service.create_job(session=session, queue=queue, tenant=tenant, spec=spec, settings=settings)
-    )
+    spec: JobSpec,
+    session: SessionDep,
+    queue: QueueDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
+    idempotency: IdempotencyDep,
+) -> Response:
+    def submit() -> JobRead:
+        check_ceilings(session, tenant, spec, settings)
+        return JobRead.of(
+            service.create_job(session=session, queue=queue, tenant=tenant, spec=spec, settings=settings)
+        )
+
+    body = spec.model_dump(mode="json")
+    return idempotency.respond(201, submit, request_sha256=fingerprint("POST /v1/jobs", body))
 
 
 @router.get("")
@@ -33,30 +47,30 @@ def list_jobs(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
+    after: IdCursor = None,
     status: JobStatus | None = None,
 ) -> ListRead[JobRead]:
     page = service.list_jobs(session=session, tenant=tenant, limit=limit, after=after, status=status)
     return ListRead(data=[JobRead.of(r) for r in page.rows], has_more=page.has_more)
 
 
-@router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+@router.get("/{job_id}", responses=errors(404))
+def get_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobRead:
     return JobRead.of(get_owned(session, Job, job_id, tenant))
 
 
-@router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobRead:
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
+def cancel_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobRead:
     return JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
 
 
-@router.get("/{job_id}/events", response_model=None)
+@router.get("/{job_id}/events", response_model=None, responses=errors(404))
 def list_events(
-    job_id: str,
+    job_id: ObjectId,
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: SeqCursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     stream: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,

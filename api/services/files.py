@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,7 +57,10 @@ def upload_file(
     filename: str,
     purpose: str,
     max_bytes: int,
+    on_spooled: Callable[[int, str], None] | None = None,
 ) -> File:
+    """Spool, validate, store and record an upload; ``on_spooled(size, sha256)`` runs once the content's
+    hash is known, before validation (the Idempotency-Key claim: the upload is read once)."""
     if purpose not in PURPOSES:
         raise Invalid(f"purpose: must be one of {', '.join(PURPOSES)}, not {purpose!r}", field="purpose")
     filename = Path(filename or "").name
@@ -66,6 +70,8 @@ def upload_file(
         path = Path(tmp) / "upload"
         with path.open("wb") as out:
             size, sha256 = _spool(source, out, max_bytes)
+        if on_spooled is not None:
+            on_spooled(size, sha256)
         if size == 0:
             raise Invalid("file: the file is empty", field="file")
         meta = _validate(path, filename, purpose)

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
@@ -150,6 +151,57 @@ def keys_create(
     typer.echo(_create_key(settings, tenant))
 
 
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Show revoked keys too.")] = False,
+) -> None:
+    """List API keys: id, prefix, tenant, created, last used (never the key itself)."""
+    settings = server_settings()
+    require_home(settings)
+    from distill.db import make_engine, make_session_factory, transaction
+    from distill.keys import list_keys
+
+    engine = make_engine(settings.database_url)
+    with transaction(make_session_factory(engine)) as session:
+        keys = list_keys(session, tenant_name=tenant, revoked=revoked)
+    engine.dispose()
+
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+    header = f"{'id':<32} {'prefix':<12} {'tenant':<20} {'created':<21} {'last used':<21}"
+    typer.echo(header + (" revoked" if revoked else ""))
+    for key in keys:
+        line = (
+            f"{key.id:<32} {key.prefix:<12} {key.tenant:<20} {when(key.created_at):<21} "
+            f"{when(key.last_used_at):<21}"
+        )
+        typer.echo(line + (f" {when(key.revoked_at)}" if revoked else ""))
+
+
+def keys_revoke(
+    key: Annotated[
+        str, typer.Argument(help="The key's id (key_...) or prefix (dsk_..., as `keys list` shows).")
+    ],
+) -> None:
+    """Revoke an API key: its next request answers 401."""
+    settings = server_settings()
+    require_home(settings)
+    from distill.db import make_engine, make_session_factory, transaction
+    from distill.keys import KeyNotFound, revoke_key
+
+    engine = make_engine(settings.database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            info = revoke_key(session, key)
+    except KeyNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"revoked {info.id} ({info.prefix}…, tenant {info.tenant})")
+
+
 def _die_with_parent() -> None:
     """In the worker child (Linux): receive SIGTERM if ``standalone`` dies without cleaning up (SIGKILL)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -226,4 +278,6 @@ def register(app: typer.Typer) -> None:
     app.command()(migrate)
     app.command()(standalone)
     keys_app.command("create")(keys_create)
+    keys_app.command("list")(keys_list)
+    keys_app.command("revoke")(keys_revoke)
     app.add_typer(keys_app, name="keys")

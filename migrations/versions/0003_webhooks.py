@@ -1,7 +1,7 @@
 """webhooks: endpoints, per-job cursors, deliveries and their attempts
 
 Revision ID: 0003_webhooks
-Revises: 0001
+Revises: 0002_leases_outbox
 Create Date: 2026-11-29 23:45:00
 
 """

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from distill.client.sdk import Client
 from helpers import free_port, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 from sqlalchemy import select
 
 from api.app import create_app
+from distill.client.sdk import Client
 from distill.db import make_engine, make_session_factory
 from distill.settings import Settings
 from distill.tables import Job, JobEvent

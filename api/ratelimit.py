@@ -1,0 +1,66 @@
+"""Per-API-key rate limits (the ``limits`` library): 429 with ``Retry-After`` when a key asks too often.
+
+Counters live in Redis when the broker is Redis, so every API process shares them; in the embedded default
+(no Redis) each process counts for itself. A counter store that cannot be reached lets requests through
+(logged): an outage of the limiter must not become an outage of the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import RateLimitItem, parse_many
+from limits.storage import Storage, storage_from_string
+from limits.strategies import FixedWindowRateLimiter
+
+from api.errors import ApiError
+from distill.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class RateLimited(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(
+            f"rate limit of {limit} for this API key exceeded; retry after {retry_after} s", field=None
+        )
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """Fixed-window counters per key for each limit in ``settings.rate_limit`` ("20/second;1200/minute")."""
+
+    def __init__(self, items: list[RateLimitItem], storage: Storage) -> None:
+        self.items = items
+        self.storage = storage
+        self._limiter = FixedWindowRateLimiter(storage)
+
+    def hit(self, ident: str) -> None:
+        """Count one request of ``ident`` (an API key's id); raise :class:`RateLimited` past a limit."""
+        for item in self.items:
+            try:
+                allowed = self._limiter.hit(item, "api-key", ident)
+                if allowed:
+                    continue
+                reset = self._limiter.get_window_stats(item, "api-key", ident).reset_time
+            except Exception:  # the counter store is down: let the request through
+                log.warning("rate limiter unavailable; request of %s not counted", ident, exc_info=True)
+                return
+            raise RateLimited(str(item), max(1, math.ceil(reset - time.time())))
+
+
+def make_rate_limiter(settings: Settings) -> RateLimiter | None:
+    """The limiter ``settings`` ask for, or None when ``rate_limit`` is empty."""
+    if not settings.rate_limit.strip():
+        return None
+    items = parse_many(settings.rate_limit)
+    url = settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else "memory://"
+    options = {"key_prefix": "distill-ratelimit"} if url != "memory://" else {}
+    storage = storage_from_string(url, **options)
+    assert isinstance(storage, Storage)  # the sync storages (an ``async+`` URL would give another kind)
+    return RateLimiter(items, storage)
