@@ -6,6 +6,7 @@ Newer ids sort after older ones, so "newest first" is ``ORDER BY id DESC`` and a
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -19,10 +20,27 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_lock = threading.Lock()
+_last = (0, 0)
+
+
 def new_id(prefix: str) -> str:
-    """``{prefix}_`` + 10 chars of milliseconds since the epoch + 16 random chars."""
-    millis = time.time_ns() // 1_000_000
-    return f"{prefix}_{_encode(millis, 10)}{_encode(secrets.randbits(80), 16)}"
+    """``{prefix}_`` + 10 chars of milliseconds since the epoch + 16 random chars.
+
+    Monotonic within a process (ULID's monotonic mode): an id made in the same millisecond as the last one
+    takes the last random part plus one, so two rows written back to back (two webhook deliveries of one
+    dispatcher round, say) still list newest first.
+    """
+    global _last
+    with _lock:
+        millis = time.time_ns() // 1_000_000
+        last_millis, last_random = _last
+        if millis <= last_millis and last_random < 2**80 - 1:
+            millis, random_part = last_millis, last_random + 1
+        else:
+            random_part = secrets.randbits(80)
+        _last = (millis, random_part)
+    return f"{prefix}_{_encode(millis, 10)}{_encode(random_part, 16)}"
 
 
 def new_tenant_id() -> str:

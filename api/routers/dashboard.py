@@ -15,6 +15,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
+from api.params import ArtifactName, ObjectId
+from api.responses import COMMON, errors
 from api.services import jobs as service
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -35,9 +37,14 @@ def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers=_PAGE_HEADERS)
 
 
-@router.get("/v1/jobs/{job_id}/artifacts/{name}/link")
+@router.get("/v1/jobs/{job_id}/artifacts/{name}/link", responses={**COMMON, **errors(404)})
 def artifact_link(
-    job_id: str, name: str, session: SessionDep, store: StoreDep, tenant: TenantDep, settings: SettingsDep
+    job_id: ObjectId,
+    name: ArtifactName,
+    session: SessionDep,
+    store: StoreDep,
+    tenant: TenantDep,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
     """``{"url": presigned URL or null, "expires_in": seconds}``: null means fetch the artifact route."""
     row = service.get_artifact(session=session, tenant=tenant, job_id=job_id, name=name)

@@ -22,6 +22,13 @@ from distill.tables import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
+_SSE_EVENT = {
+    "type": "object",
+    "description": "A server-sent event: `id` is its seq, `data` the event as JSON; `event: end` closes",
+    "properties": {"id": {"type": "string"}, "event": {"type": "string"}, "data": {"type": "string"}},
+}
+_EVENTS = "A page of the job's events, or with `stream=true` a server-sent event stream (`text/event-stream`)"
+
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobRead, responses=errors(400, 409))
 def create_job(
@@ -64,7 +71,14 @@ def cancel_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobR
     return JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
 
 
-@router.get("/{job_id}/events", response_model=None, responses=errors(404))
+@router.get(
+    "/{job_id}/events",
+    response_model=ListRead[EventRead],
+    responses={
+        200: {"content": {"text/event-stream": {"schema": _SSE_EVENT}}, "description": _EVENTS},
+        **errors(404),
+    },
+)
 def list_events(
     job_id: ObjectId,
     request: Request,

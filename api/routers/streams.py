@@ -13,12 +13,14 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import SessionDep, StoreDep, TenantDep
 from api.errors import Invalid
+from api.params import ObjectId
+from api.responses import COMMON, errors
 from api.services.streams import job_metrics, sse_events
 from api.tenancy import get_owned
 from distill.settings import Settings
 from distill.tables import Job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
 
 
 def stream_events(
@@ -46,8 +48,8 @@ def stream_events(
     )
 
 
-@router.get("/{job_id}/metrics")
-def get_metrics(job_id: str, session: SessionDep, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
+@router.get("/{job_id}/metrics", responses=errors(404))
+def get_metrics(job_id: ObjectId, session: SessionDep, store: StoreDep, tenant: TenantDep) -> dict[str, Any]:
     """Losses, validation accuracy, learning rate and throughput per epoch; baseline and teacher known."""
     job = get_owned(session, Job, job_id, tenant)
     return job_metrics(session, store, job)

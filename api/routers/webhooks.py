@@ -12,11 +12,13 @@ from fastapi import APIRouter, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SessionDep, TenantDep
+from api.params import IdCursor, ObjectId
+from api.responses import COMMON, errors
 from api.services import webhooks as service
 from distill.schemas import ListRead
 from distill.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=COMMON)
 
 
 class WebhookCreate(BaseModel):
@@ -94,7 +96,7 @@ class DeliveryRead(BaseModel):
         )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(400))
 def create_webhook(body: WebhookCreate, session: SessionDep, tenant: TenantDep) -> WebhookCreated:
     row = service.create_endpoint(session=session, tenant=tenant, url=body.url, description=body.description)
     return WebhookCreated(**WebhookRead.of(row).model_dump(), secret=row.secret)
@@ -105,30 +107,30 @@ def list_webhooks(
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
+    after: IdCursor = None,
 ) -> ListRead[WebhookRead]:
     page = service.list_endpoints(session=session, tenant=tenant, limit=limit, after=after)
     return ListRead(data=[WebhookRead.of(r) for r in page.rows], has_more=page.has_more)
 
 
-@router.get("/{webhook_id}")
-def get_webhook(webhook_id: str, session: SessionDep, tenant: TenantDep) -> WebhookRead:
+@router.get("/{webhook_id}", responses=errors(404))
+def get_webhook(webhook_id: ObjectId, session: SessionDep, tenant: TenantDep) -> WebhookRead:
     return WebhookRead.of(service.get_endpoint(session=session, tenant=tenant, endpoint_id=webhook_id))
 
 
-@router.delete("/{webhook_id}")
-def delete_webhook(webhook_id: str, session: SessionDep, tenant: TenantDep) -> WebhookDeleted:
+@router.delete("/{webhook_id}", responses=errors(404))
+def delete_webhook(webhook_id: ObjectId, session: SessionDep, tenant: TenantDep) -> WebhookDeleted:
     service.delete_endpoint(session=session, tenant=tenant, endpoint_id=webhook_id)
     return WebhookDeleted(id=webhook_id)
 
 
-@router.get("/{webhook_id}/deliveries")
+@router.get("/{webhook_id}/deliveries", responses=errors(404))
 def list_deliveries(
-    webhook_id: str,
+    webhook_id: ObjectId,
     session: SessionDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    after: str | None = None,
+    after: IdCursor = None,
 ) -> ListRead[DeliveryRead]:
     page, attempts = service.list_deliveries(
         session=session, tenant=tenant, endpoint_id=webhook_id, limit=limit, after=after

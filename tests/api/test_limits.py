@@ -87,7 +87,15 @@ def test_in_process_limiter_for_the_embedded_default():
         ({"training": {"epochs": 2, "max_runtime_s": 10**9}}, "training.max_runtime_s"),
         ({"model": {"arch": "cnn", "channels": [4096] * 8, "kernel_size": 15}}, "model.channels"),
         (
-            {"model": {"arch": "encoder", "layers": 6, "hidden": 4096, "intermediate": 65536, "init": "random"}},
+            {
+                "model": {
+                    "arch": "encoder",
+                    "layers": 6,
+                    "hidden": 4096,
+                    "intermediate": 65536,
+                    "init": "random",
+                }
+            },
             "model",
         ),
     ],

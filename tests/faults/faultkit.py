@@ -38,6 +38,8 @@ FAST = {
     "DISTILL_WAKEUP_RESEND_SECONDS": "3",
     "DISTILL_CANCEL_POLL_SECONDS": "0.2",
     "DISTILL_TORCH_THREADS": "1",
+    # jobs that must outlive a kill or a timeout ask for thousands of (tiny) epochs: over the default ceiling
+    "DISTILL_MAX_EPOCHS": "100000",
 }
 
 
