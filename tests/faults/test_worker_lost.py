@@ -14,8 +14,12 @@ from collections.abc import Iterator
 import pytest
 from faultkit import FaultStack, Worker
 from helpers import wait_for
+from sqlalchemy import update
 
+from distill.db import make_session_factory
 from distill.queue import enqueue_job, make_celery
+from distill.storage import checkpoint_key, make_store
+from distill.tables import Job
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +108,28 @@ def test_a_job_that_keeps_its_checkpoints_lists_the_last_one_after_it_ends(stack
     assert [c["epoch"] for c in listed] == [3]  # only the newest is kept while it runs
     assert listed[0]["step"] == stack.job_row(kept).progress["steps"]
     assert stack.http("GET", f"/v1/jobs/{plain}/checkpoints").json()["data"] == []
+
+
+def test_an_unreadable_checkpoint_is_reported_and_the_job_starts_from_the_beginning(stack, tmp_path):
+    job_id = stack.client().create_job(spec(3))["id"]  # no worker yet: it stays queued
+    tenant = stack.job_row(job_id).tenant_id
+    key = checkpoint_key(tenant, job_id, 40, 2)
+    make_store(stack.settings).put_bytes(key, b"not a checkpoint")  # what a lost attempt left, damaged
+    with make_session_factory(stack.engine).begin() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(last_checkpoint_key=key))
+    stack.start_workers("a")
+
+    final = stack.client().wait(job_id, poll_interval=0.3, timeout=180)
+    assert final["status"] == "succeeded", final["error"]
+    events = stack.events(job_id)
+    assert any(
+        m.startswith("checkpoint step-000000040-epoch-00002 could not be read")
+        and m.endswith("restarting from the beginning (attempt 1)")
+        for m in events
+    ), events
+    assert [m for m in events if m.startswith("epoch ")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert_succeeded_with_artifacts(stack, job_id, tmp_path)
+    assert stack.http("GET", f"/v1/jobs/{job_id}/checkpoints").json()["data"] == []
 
 
 def test_cancel_reaches_a_job_whose_worker_died(stack):
