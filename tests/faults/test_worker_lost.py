@@ -34,7 +34,8 @@ def spec(epochs: int, **training: object) -> dict:
 
 @pytest.fixture
 def stack(base_env, tmp_path) -> Iterator[FaultStack]:
-    stack = FaultStack(base_env, tmp_path)
+    # jobs that must outlive a kill or a time limit ask for more epochs than the default ceiling allows
+    stack = FaultStack({**base_env, "DISTILL_MAX_EPOCHS": "10000"}, tmp_path)
     yield stack
     stack.close()
 
