@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     """How long a worker retries a failing database write (with backoff) before giving its job up."""
     storage_retry_seconds: float = Field(default=60.0, ge=0.0)
     """How long a worker retries a failing artifact upload (with backoff) before failing the job."""
+    checkpoint_every_steps: int = Field(default=500, ge=0)
+    """A running job checkpoints its student every this many optimizer steps (0: only at each epoch's
+    end, which it always does); a job taken over by another worker resumes from its last checkpoint."""
     db_connect_timeout_seconds: int = Field(default=2, ge=1)
     """libpq ``connect_timeout`` (Postgres): a database that does not answer fails fast."""
     db_statement_timeout_seconds: float = Field(default=1.5, gt=0.0)

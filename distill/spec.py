@@ -289,6 +289,9 @@ class TrainingSpec(_Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     max_runtime_s: int | None = Field(default=None, ge=1)
     """Wall-clock limit of one attempt; past it the job stops and fails with ``timeout``."""
+    keep_checkpoints: bool = False
+    """Keep the job's checkpoints (``GET /v1/jobs/{id}/checkpoints``) after it ends; by default they are
+    deleted with its other temporary state."""
 
 
 class ResourcesSpec(_Strict):

@@ -7,11 +7,16 @@ row that points at an object is written only after the object is.
 
 from __future__ import annotations
 
+import builtins
+import logging
 import mimetypes
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
@@ -22,8 +27,20 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
+log = logging.getLogger(__name__)
+
+
 class ObjectNotFound(KeyError):
     pass
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object found by :meth:`ObjectStore.list`."""
+
+    key: str
+    bytes: int
+    modified_at: datetime
 
 
 class ObjectStore(Protocol):
@@ -34,6 +51,10 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def exists(self, key: str) -> bool: ...
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+    def list(self, prefix: str) -> builtins.list[StoredObject]:
+        """The objects whose key starts with ``prefix``, sorted by key (none: an empty list)."""
+        ...
+
     def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
         """A time-limited download URL, or None where the store cannot give one (the API streams then)."""
         ...
@@ -73,8 +94,57 @@ def teacher_outputs_key(tenant_id: str, digest: str) -> str:
     return f"tenants/{tenant_id}/cache/teacher-outputs/{digest}"
 
 
-def checkpoint_key(tenant_id: str, job_id: str, step: int) -> str:
-    return f"tenants/{tenant_id}/jobs/{job_id}/checkpoints/{step}"
+def checkpoints_prefix(tenant_id: str, job_id: str) -> str:
+    return f"tenants/{tenant_id}/jobs/{job_id}/checkpoints/"
+
+
+def checkpoint_key(tenant_id: str, job_id: str, step: int, epoch: int) -> str:
+    """A job's checkpoint after ``step`` optimizer steps and ``epoch`` finished epochs (zero-padded: the
+    newest sorts last; see ``worker.checkpoints``)."""
+    return f"{checkpoints_prefix(tenant_id, job_id)}step-{step:09d}-epoch-{epoch:05d}"
+
+
+_CHECKPOINT_NAME = re.compile(r"^step-(\d+)-epoch-(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    key: str
+    step: int
+    """Optimizer steps done when it was written."""
+    epoch: int
+    """Epochs finished when it was written."""
+    bytes: int
+    created_at: datetime
+
+
+def list_checkpoints(store: ObjectStore, tenant_id: str, job_id: str) -> list[CheckpointInfo]:
+    """The job's checkpoints in the store, oldest first (objects of other names are skipped)."""
+    found = []
+    for obj in store.list(checkpoints_prefix(tenant_id, job_id)):
+        match = _CHECKPOINT_NAME.match(obj.key.rsplit("/", 1)[-1])
+        if match:
+            step, epoch = int(match[1]), int(match[2])
+            found.append(CheckpointInfo(obj.key, step, epoch, obj.bytes, obj.modified_at))
+    return sorted(found, key=lambda c: c.step)
+
+
+def keeps_checkpoints(spec: dict[str, Any]) -> bool:
+    """Whether a job's (stored, validated) spec says ``training.keep_checkpoints``."""
+    return bool((spec.get("training") or {}).get("keep_checkpoints", False))
+
+
+def delete_checkpoints(store: ObjectStore, tenant_id: str, job_id: str) -> int:
+    """Delete every object under the job's checkpoint prefix; returns how many. Never raises: a leftover
+    is only storage (logged)."""
+    deleted = 0
+    try:
+        for obj in store.list(checkpoints_prefix(tenant_id, job_id)):
+            store.delete(obj.key)
+            deleted += 1
+    except Exception as error:
+        log.warning("job %s: could not delete its checkpoints: %s: %s", job_id, type(error).__name__, error)
+    return deleted
 
 
 class LocalStore:
@@ -137,6 +207,20 @@ class LocalStore:
         with handle:
             while chunk := handle.read(chunk_size):
                 yield chunk
+
+    def list(self, prefix: str) -> builtins.list[StoredObject]:
+        base = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if not path.is_file() or path.name.startswith(".tmp-"):  # .tmp-: a write in progress
+                continue
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                stat = path.stat()
+                found.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return sorted(found, key=lambda o: o.key)
 
     def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
         return None
@@ -231,6 +315,17 @@ class S3Store:
     def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         body = self._get(key)["Body"]
         yield from body.iter_chunks(chunk_size)
+
+    def list(self, prefix: str) -> builtins.list[StoredObject]:
+        strip = len(self._key(""))
+        found = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self._key(prefix)
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                found.append(StoredObject(item["Key"][strip:], item["Size"], item["LastModified"]))
+        return sorted(found, key=lambda o: o.key)
 
     def presigned_url(self, key: str, *, filename: str, expires_in: int) -> str | None:
         return self.presign_client.generate_presigned_url(

@@ -39,7 +39,10 @@ def get_runner() -> Runner:
 def get_reconciler() -> Reconciler:
     settings = get_settings()
     return Reconciler(
-        settings=settings, session_factory=make_session_factory(engine_for(settings)), queue=app
+        settings=settings,
+        session_factory=make_session_factory(engine_for(settings)),
+        queue=app,
+        store=make_store(settings),  # it deletes the checkpoints of the jobs it ends
     )
 
 

@@ -125,11 +125,16 @@ class JobLease:
         *,
         progress: dict[str, Any] | None = None,
         event: tuple[str, dict[str, Any]] | None = None,
+        level: str = "info",
+        checkpoint: str | None = None,
     ) -> None:
-        """Renew the lease with new progress and an event if given (retried), or raise ``LeaseLost``."""
+        """Renew the lease with new progress, an event (at ``level``) and the key of the job's newest
+        checkpoint if given (retried, all in one fenced transaction), or raise ``LeaseLost``."""
         if self.lost:
             raise LeaseLost(self.job_id)
-        values = {} if progress is None else {"progress": progress}
+        values: dict[str, Any] = {} if progress is None else {"progress": progress}
+        if checkpoint is not None:
+            values["last_checkpoint_key"] = checkpoint
         at = time.monotonic()
 
         def write(session: Session) -> lifecycle.Beat:
@@ -137,7 +142,7 @@ class JobLease:
                 session, self.job_id, self.owner, self.settings.lease_seconds, **values
             )
             if beat.held and event is not None:
-                append_event(session, self.job_id, event[0], data=event[1])
+                append_event(session, self.job_id, event[0], level=level, data=event[1])
             return beat
 
         self._renewed(

@@ -2,7 +2,8 @@
 
 Every ``reconcile_seconds`` it
 - takes back running jobs whose lease ran out (``lifecycle.reclaim_expired``): requeued for another attempt,
-  failed with ``worker_lost`` past ``max_attempts``, or cancelled if a cancel was asked for;
+  failed with ``worker_lost`` past ``max_attempts``, or cancelled if a cancel was asked for (a job it ends
+  loses its checkpoints, unless its spec keeps them);
 - sends the wake-up message of queued jobs that have none (submitted while the broker was down, requeued,
   handed back) or whose message went out more than ``wakeup_resend_seconds`` ago (a broker restarted
   without persistence loses it). The claim is idempotent, so a duplicate message never trains twice.
@@ -21,15 +22,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from distill import lifecycle
 from distill.db import transaction
+from distill.jobstate import JobStatus
 from distill.queue import enqueue_job
 from distill.settings import Settings
+from distill.storage import ObjectStore, delete_checkpoints, keeps_checkpoints
+from distill.tables import Job
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, *, settings: Settings, session_factory: sessionmaker[Session], queue: Celery) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        queue: Celery,
+        store: ObjectStore | None = None,
+    ) -> None:
         self.settings = settings
+        self.store = store
+        """Where the checkpoints of the jobs it ends are deleted (None: left in place)."""
         self.sessions = session_factory
         self.queue = queue
         self._stop = threading.Event()
@@ -62,6 +75,8 @@ class Reconciler:
             reclaimed = lifecycle.reclaim_expired(session, self.settings.max_attempts)
         for item in reclaimed:
             log.warning("reconciler: job %s lease expired -> %s", item.job_id, item.status)
+            if item.status != JobStatus.QUEUED:
+                self._ended(item.job_id)
         with self.sessions() as session:
             due = lifecycle.wakeups_due(session, self.settings.wakeup_resend_seconds)
         sent = []
@@ -73,3 +88,13 @@ class Reconciler:
         if sent:
             log.info("reconciler: sent wake-ups for %d queued job(s): %s", len(sent), ", ".join(sent))
         return reclaimed, sent
+
+    def _ended(self, job_id: str) -> None:
+        if self.store is None:
+            return
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or keeps_checkpoints(job.spec):
+                return
+            tenant_id = job.tenant_id
+        delete_checkpoints(self.store, tenant_id, job_id)

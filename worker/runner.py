@@ -8,8 +8,11 @@ A ``JobLease`` (``worker.lease``) thread renews the lease every ``heartbeat_seco
 cancel, of the ``training.max_runtime_s`` limit and of a warm shutdown; the training loop sees them at its
 next step.
 Every write is a lifecycle transition fenced by the lease, so a worker that lost its lease can never
-overwrite the job; a database error is retried with backoff (``db_retry_seconds``), never dropped. A job
-taken over after a worker was lost restarts from scratch (see README: checkpoints plug in here).
+overwrite the job; a database error is retried with backoff (``db_retry_seconds``), never dropped.
+The student's training writes a checkpoint every ``checkpoint_every_steps`` optimizer steps and at each
+epoch's end (``worker.checkpoints``); a job taken over (after a worker was lost, or handed back) resumes
+from the last one its job row records, and its checkpoints are deleted when it ends unless the spec keeps
+them.
 The engine knows nothing of this: it gets arrays, a teacher module and callbacks.
 """
 
@@ -34,9 +37,11 @@ from distill.db import is_transient
 from distill.events import append_event
 from distill.settings import Settings
 from distill.spec import JobSpec
-from distill.storage import ObjectStore, artifact_key
+from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
 from distill.tables import Artifact, Job
+from worker.checkpoints import Checkpointer, resume_from
 from worker.engine.device import resolve_device
+from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
@@ -104,7 +109,7 @@ class Runner:
         except Stopped:
             return self._stopped(job, lease)
         except JobFailure as failure:
-            return self._fail(job.id, lease, failure.code, failure.message)
+            return self._fail(job, lease, failure.code, failure.message)
         except Exception as exc:
             if lease.lost:
                 log.warning("job %s: lease lost (%s: %s)", job.id, type(exc).__name__, exc)
@@ -118,7 +123,7 @@ class Runner:
                 )
                 return None
             log.exception("job %s failed", job.id)
-            return self._fail(job.id, lease, "internal_error", f"{type(exc).__name__}: {exc}")
+            return self._fail(job, lease, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _claim(self, job_id: str, owner: str) -> Job | None:
         lease_seconds = self.settings.lease_seconds
@@ -130,7 +135,7 @@ class Runner:
             device = resolve_device(self.settings.device)
             message = f"job started on {self.worker_id}"
             if job.attempts > 1:
-                message += f" (attempt {job.attempts}: taken over, restarting from the beginning)"
+                message += f" (attempt {job.attempts}: taken over)"
             append_event(
                 session,
                 job_id,
@@ -145,6 +150,15 @@ class Runner:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
         torch.manual_seed(spec.training.seed)
+        resume = None
+        if job.last_checkpoint_key:
+            resumed = resume_from(self.store, job.last_checkpoint_key, job.attempts)
+            lease.write(event=(resumed.message, resumed.data), level=resumed.level)
+            resume = resumed.state
+        elif job.attempts > 1:
+            lease.write(
+                event=(f"no checkpoint yet: restarting from the beginning (attempt {job.attempts})", {})
+            )
         with tempfile.TemporaryDirectory(prefix=f"distill-{job.id}-") as tmp:
             loader = InputLoader(
                 sessions=self.sessions,
@@ -153,7 +167,7 @@ class Runner:
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
             )
-            pipeline = self._pipeline(job, spec, device, loader, lease)
+            pipeline = self._pipeline(job, spec, device, loader, lease, resume)
         outcome = pipeline.run(lease.started)
         if outcome.stopped:
             raise Stopped
@@ -161,7 +175,13 @@ class Runner:
         return self._succeed(job, lease, outcome.result, outcome.summary, outcome.artifacts)
 
     def _pipeline(
-        self, job: Job, spec: JobSpec, device: torch.device, loader: InputLoader, lease: JobLease
+        self,
+        job: Job,
+        spec: JobSpec,
+        device: torch.device,
+        loader: InputLoader,
+        lease: JobLease,
+        resume: LoopState | None,
     ) -> Pipeline | TextPipeline:
         """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
         context = JobContext(
@@ -172,6 +192,11 @@ class Runner:
             progress=TrainingCallbacks(lease),
             quiet=TrainingCallbacks(lease, report=False),
             event=lambda message, data: lease.write(event=(message, data)),
+            checkpoint=Checkpointer(
+                self.store, lease, tenant_id=job.tenant_id, job_id=job.id, previous=job.last_checkpoint_key
+            ),
+            checkpoint_every=self.settings.checkpoint_every_steps,
+            resume=resume,
         )
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
@@ -197,7 +222,15 @@ class Runner:
             log.error("job %s: could not record %s: %s", job_id, what, error)
             return False
 
-    def _fail(self, job_id: str, lease: JobLease, code: str, message: str) -> str | None:
+    def _ended(self, job: Job) -> None:
+        """The job reached a terminal state under this worker: its checkpoints go, unless the spec keeps
+        them."""
+        if not keeps_checkpoints(job.spec):
+            delete_checkpoints(self.store, job.tenant_id, job.id)
+
+    def _fail(self, job: Job, lease: JobLease, code: str, message: str) -> str | None:
+        job_id = job.id
+
         def fail(session: Session) -> bool:
             if not lifecycle.fail(session, job_id, lease.owner, code, message):
                 return False
@@ -211,7 +244,10 @@ class Runner:
             return True
 
         lease.stop()
-        return "failed" if self._finish(job_id, lease, "failure", fail) else None
+        if not self._finish(job_id, lease, "failure", fail):
+            return None
+        self._ended(job)
+        return "failed"
 
     def _stopped(self, job: Job, lease: JobLease) -> str | None:
         """The training loop stopped early: a cancel, the runtime limit, a shutdown, or a lost lease."""
@@ -221,19 +257,21 @@ class Runner:
         if lease.timed_out:
             limit = JobSpec.model_validate(job.spec).training.max_runtime_s
             return self._fail(
-                job.id,
+                job,
                 lease,
                 "timeout",
                 f"the job ran longer than training.max_runtime_s ({limit} s); raise the limit or train less "
                 "(fewer epochs, a smaller model or dataset)",
             )
         if lease.cancel_requested:
-            return self._cancelled(job.id, lease)
+            return self._cancelled(job, lease)
         if self.shutting_down.is_set():
             return self._hand_back(job.id, lease)
         raise RuntimeError("the training loop stopped without a reason")
 
-    def _cancelled(self, job_id: str, lease: JobLease) -> str | None:
+    def _cancelled(self, job: Job, lease: JobLease) -> str | None:
+        job_id = job.id
+
         def cancel(session: Session) -> bool:
             if not lifecycle.finish_cancelled(session, job_id, lease.owner):
                 return False
@@ -241,7 +279,10 @@ class Runner:
             return True
 
         lease.stop()
-        return "cancelled" if self._finish(job_id, lease, "cancellation", cancel) else None
+        if not self._finish(job_id, lease, "cancellation", cancel):
+            return None
+        self._ended(job)
+        return "cancelled"
 
     def _hand_back(self, job_id: str, lease: JobLease) -> str | None:
         """Warm shutdown: ``running → queued``, so another worker starts the job again."""
@@ -305,6 +346,8 @@ class Runner:
             status = None
         if status != "succeeded":
             self._discard(keys)
+        if status is not None:
+            self._ended(job)
         return status
 
     def _upload(self, job_id: str, lease: JobLease, key: str, blob: bytes) -> None:

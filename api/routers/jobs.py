@@ -1,13 +1,14 @@
-"""``/v1/jobs``: submit, list, inspect, cancel, and read a job's events."""
+"""``/v1/jobs``: submit, list, inspect, cancel, and read a job's events and checkpoints."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import QueueDep, SessionDep, SettingsDep, TenantDep
+from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep
 from api.idempotency import IdempotencyDep, fingerprint
 from api.params import IdCursor, ObjectId, SeqCursor
 from api.responses import COMMON, errors
@@ -16,8 +17,9 @@ from api.services import jobs as service
 from api.services.ceilings import check_ceilings
 from api.tenancy import get_owned
 from distill.jobstate import JobStatus
-from distill.schemas import EventRead, JobRead, ListRead
+from distill.schemas import APIModel, EventRead, JobRead, ListRead
 from distill.spec import JobSpec
+from distill.storage import delete_checkpoints, keeps_checkpoints, list_checkpoints
 from distill.tables import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=COMMON)
@@ -67,8 +69,13 @@ def get_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobRead
 
 
 @router.post("/{job_id}/cancel", responses=errors(404, 409))
-def cancel_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobRead:
-    return JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
+def cancel_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep, store: StoreDep) -> JobRead:
+    job = JobRead.of(service.cancel_job(session=session, tenant=tenant, job_id=job_id))
+    if job.status == JobStatus.CANCELLED and not keeps_checkpoints(job.spec):
+        # cancelled here (no live worker held it): a checkpoint of an earlier attempt has no use now; a
+        # job whose worker stops it is cleaned up by that worker
+        delete_checkpoints(store, tenant.id, job.id)
+    return job
 
 
 @router.get(
@@ -95,3 +102,32 @@ def list_events(
         return stream_events(request, job_id, after, last_event_id)
     page = service.list_events(session=session, tenant=tenant, job_id=job_id, after=after, limit=limit)
     return ListRead(data=[EventRead.of(r) for r in page.rows], has_more=page.has_more)
+
+
+class CheckpointRead(APIModel):
+    """One checkpoint of a job's training (written by its worker; see README "Checkpoints")."""
+
+    object: Literal["checkpoint"] = "checkpoint"
+    step: int
+    """Optimizer steps done."""
+    epoch: int
+    """Epochs finished."""
+    bytes: int
+    created_at: datetime
+
+
+@router.get("/{job_id}/checkpoints", responses=errors(404))
+def list_job_checkpoints(
+    job_id: ObjectId, session: SessionDep, tenant: TenantDep, store: StoreDep
+) -> ListRead[CheckpointRead]:
+    """The job's checkpoints in the object store, oldest first: normally the newest one only while it
+    runs, none once it has ended (unless ``training.keep_checkpoints``)."""
+    job = get_owned(session, Job, job_id, tenant)
+    session.close()  # the store may be slow: give the connection back first
+    found = list_checkpoints(store, job.tenant_id, job.id)
+    return ListRead(
+        data=[
+            CheckpointRead(step=c.step, epoch=c.epoch, bytes=c.bytes, created_at=c.created_at) for c in found
+        ],
+        has_more=False,
+    )
