@@ -1,0 +1,164 @@
+"""Uploads in bounded memory (issue 9, item 7): the API process, run by uvicorn in a subprocess as in
+production, grows by less than 100 MB while it receives, hashes, validates and stores a large CSV, and
+refuses a small NPZ that would inflate to gigabytes without inflating it.
+
+The peak is the kernel's own count (``VmHWM`` in ``/proc/PID/status``), reset before each upload through
+``/proc/PID/clear_refs``; this is a memory assertion, not a timing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from helpers import free_port, stop_process, wait_for
+
+from distill.settings import Settings
+
+CSV_BYTES = int(os.environ.get("DISTILL_TEST_UPLOAD_MB", "300")) * 1024**2
+MAX_GROWTH = 100 * 1024**2
+COLUMNS = 8
+pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+
+
+def kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def reset_peak(pid: int) -> int:
+    """Reset the process's peak RSS to its current RSS (Linux: ``5`` > clear_refs); the RSS now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return kib(pid, "VmRSS")
+
+
+@pytest.fixture
+def api_process(
+    api_settings: Settings, services_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        **services_env,
+        "DISTILL_QUEUE_NAME": api_settings.queue_name,
+        "DISTILL_WEBHOOKS_DISPATCH": "false",
+    }
+    log = (tmp_path / "api.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "api.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(url), timeout=60)
+        yield url, process.pid
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def big_csv(path: Path, size: int) -> Path:
+    """A valid labelled CSV of at least ``size`` bytes: one block of rows written over and over (long
+    numbers, so that the file is large for its number of cells)."""
+    rng = np.random.default_rng(0)
+    rows = [",".join(f"{v:.24f}" for v in rng.random(COLUMNS)) + f",{i % 10}" for i in range(10_000)]
+    block = ("\n".join(rows) + "\n").encode()
+    with path.open("wb") as f:
+        f.write((",".join(f"f{i}" for i in range(COLUMNS)) + ",label\n").encode())
+        for _ in range(-(-size // len(block))):
+            f.write(block)
+    return path
+
+
+def upload(url: str, headers: dict[str, str], path: Path, name: str) -> httpx.Response:
+    with path.open("rb") as f:
+        return httpx.post(
+            f"{url}/v1/files",
+            headers=headers,
+            files={"file": (name, f)},
+            data={"purpose": "dataset"},
+            timeout=600,
+        )
+
+
+def test_a_large_csv_upload_grows_the_api_by_less_than_100_mb(api_process, acme, tmp_path):
+    url, pid = api_process
+    warm = tmp_path / "warm.csv"
+    warm.write_text("a,b,label\n1,2,0\n3,4,1\n")
+    assert upload(url, acme, warm, "warm.csv").status_code == 201  # imports and pools are warm
+    path = big_csv(tmp_path / "big.csv", CSV_BYTES)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+
+    before = reset_peak(pid)
+    response = upload(url, acme, path, "../../etc/big.csv")
+    peak = kib(pid, "VmHWM")
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["bytes"] == size and body["sha256"] == digest.hexdigest()
+    assert body["filename"] == "big.csv"
+    assert body["metadata"]["input_shape"] == [COLUMNS] and body["metadata"]["num_classes"] == 10
+    assert peak - before < MAX_GROWTH, (
+        f"the API grew by {(peak - before) / 1024**2:.0f} MB for {size / 1024**2:.0f} MB"
+    )
+
+
+def test_a_small_npz_that_inflates_to_gigabytes_is_refused_without_inflating(api_process, acme, tmp_path):
+    url, pid = api_process
+    rows, cols = 768 * 1024, 1024  # float32 zeros: 3 GiB inflated, a few MB deflated
+    path = tmp_path / "bomb.npz"
+    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)}
+    with (
+        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf,
+        zf.open("x.npy", "w", force_zip64=True) as f,
+    ):
+        np.lib.format.write_array_header_1_0(f, header)
+        zeros = bytes(cols * 4 * 1024)
+        for _ in range(rows // 1024):
+            f.write(zeros)
+    assert path.stat().st_size < 16 * 1024**2
+
+    before = reset_peak(pid)
+    response = upload(url, acme, path, "bomb.npz")
+    peak = kib(pid, "VmHWM")
+
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "file" and "expand to" in error["message"]
+    assert peak - before < MAX_GROWTH
+    assert httpx.get(f"{url}/v1/files", headers=acme).json()["data"] == []
