@@ -82,6 +82,11 @@ def upload_file(
     filename = safe_basename(filename or "")
     if not filename:
         raise Invalid("file: the upload has no filename", field="file")
+    tenant_id = tenant.id
+    # End the request's read transaction (authentication) before the long part: spooling, validating and
+    # storing a large upload takes longer than Postgres lets a transaction sit idle
+    # (idle_in_transaction_session_timeout), which would cut the connection under the final INSERT.
+    session.commit()
     with tempfile.TemporaryDirectory(prefix="distill-upload-") as tmp:
         path = Path(tmp) / "upload"
         with path.open("wb") as out:
@@ -92,11 +97,11 @@ def upload_file(
             raise Invalid("file: the file is empty", field="file")
         meta = _validate(path, filename, purpose, max_array_bytes)
         file_id = new_file_id()
-        key = file_key(tenant.id, file_id)
+        key = file_key(tenant_id, file_id)
         store.put_file(key, path)
     row = File(
         id=file_id,
-        tenant_id=tenant.id,
+        tenant_id=tenant_id,
         purpose=purpose,
         filename=filename,
         bytes=size,

@@ -9,10 +9,12 @@ The peak is the kernel's own count (``VmHWM`` in ``/proc/PID/status``), reset be
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
 import subprocess
 import sys
-import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,6 +103,41 @@ def big_csv(path: Path, size: int) -> Path:
     return path
 
 
+def zeros_npz(path: Path, rows: int, cols: int) -> Path:
+    """A real NPZ (``np.load`` reads it) whose ``x`` is ``rows x cols`` float32 zeros, deflated, written
+    fast: after a full flush deflate restarts, so one compressed block of zeros is repeated instead of
+    compressing gigabytes. Under 4 GiB inflated (no zip64 fields needed)."""
+    block = bytes(cols * 4 * 1024)
+    assert rows % 1024 == 0 and rows * cols * 4 + 128 < 2**32
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)}
+    )
+    head = header.getvalue()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    packed = deflate.compress(block) + deflate.flush(zlib.Z_FULL_FLUSH)
+    end = deflate.flush(zlib.Z_FINISH)
+    repeats = rows // 1024
+    crc = zlib.crc32(head)
+    for _ in range(repeats):
+        crc = zlib.crc32(block, crc)
+    csize = len(first) + len(packed) * repeats + len(end)
+    usize = len(head) + len(block) * repeats
+    name = b"x.npy"
+    fields = (20, 0, 8, 0, 0x21, crc, csize, usize, len(name), 0)
+    with path.open("wb") as f:
+        f.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields) + name + first)
+        for _ in range(repeats):
+            f.write(packed)
+        f.write(end)
+        directory = f.tell()
+        f.write(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0) + name)
+        size = f.tell() - directory
+        f.write(struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, size, directory, 0))
+    return path
+
+
 def upload(url: str, headers: dict[str, str], path: Path, name: str) -> httpx.Response:
     with path.open("rb") as f:
         return httpx.post(
@@ -128,6 +165,7 @@ def test_a_large_csv_upload_grows_the_api_by_less_than_100_mb(api_process, acme,
     response = upload(url, acme, path, "../../etc/big.csv")
     peak = kib(pid, "VmHWM")
 
+    print(f"\nAPI peak growth: {(peak - before) / 1024**2:.1f} MB for a {size / 1024**2:.0f} MB CSV")
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["bytes"] == size and body["sha256"] == digest.hexdigest()
@@ -140,23 +178,14 @@ def test_a_large_csv_upload_grows_the_api_by_less_than_100_mb(api_process, acme,
 
 def test_a_small_npz_that_inflates_to_gigabytes_is_refused_without_inflating(api_process, acme, tmp_path):
     url, pid = api_process
-    rows, cols = 768 * 1024, 1024  # float32 zeros: 3 GiB inflated, a few MB deflated
-    path = tmp_path / "bomb.npz"
-    header = {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)}
-    with (
-        zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf,
-        zf.open("x.npy", "w", force_zip64=True) as f,
-    ):
-        np.lib.format.write_array_header_1_0(f, header)
-        zeros = bytes(cols * 4 * 1024)
-        for _ in range(rows // 1024):
-            f.write(zeros)
+    path = zeros_npz(tmp_path / "bomb.npz", rows=768 * 1024, cols=1024)  # 3 GiB inflated
     assert path.stat().st_size < 16 * 1024**2
 
     before = reset_peak(pid)
     response = upload(url, acme, path, "bomb.npz")
     peak = kib(pid, "VmHWM")
 
+    print(f"\nAPI peak growth: {(peak - before) / 1024**2:.1f} MB for a 3 GiB-inflating NPZ")
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["field"] == "file" and "expand to" in error["message"]
