@@ -60,8 +60,8 @@ def read_text_dataset(path: Path, filename: str) -> TextDataset:
 
 
 def inspect_dataset(path: Path, filename: str, *, max_array_bytes: int | None = None) -> DatasetInfo:
-    """Fully validate a dataset file (numeric or text), and describe it, in bounded memory for CSV, JSONL
-    and NPZ (what the API runs on an upload: it never holds the whole dataset).
+    """Fully validate a dataset file (numeric or text), and describe it, in bounded memory (what the API
+    runs on an upload: it never holds the whole dataset, only a chunk of rows or values at a time).
 
     ``max_array_bytes``: the most bytes an NPZ's arrays may inflate to (default
     :data:`~distill.datasets.types.MAX_ARRAY_BYTES`), checked before anything is inflated.
@@ -73,6 +73,6 @@ def inspect_dataset(path: Path, filename: str, *, max_array_bytes: int | None = 
         return csv.inspect(path, filename)
     if fmt == "jsonl":
         return jsonl.inspect(path, filename)
-    if fmt == "npz":
-        return npz.inspect(path, filename, max_array_bytes)
-    return DatasetInfo.of(READERS[fmt](path, filename), fmt)
+    if fmt == "parquet":
+        return parquet.inspect(path, filename)
+    return npz.inspect(path, filename, max_array_bytes)

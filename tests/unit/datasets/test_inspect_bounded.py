@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from dataset_files import jsonl, npz, write
+from dataset_files import jsonl, npz, parquet, write
 
 from distill.datasets import DatasetError, DatasetInfo, csv, inspect_dataset, read_dataset, read_text_dataset
 from distill.datasets import jsonl as jsonl_reader
 from distill.datasets import npz as npz_reader
+from distill.datasets import parquet as parquet_reader
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,7 @@ def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(csv, "CHUNK_ROWS", 3)
     monkeypatch.setattr(jsonl_reader, "CHUNK_ROWS", 3)
     monkeypatch.setattr(npz_reader, "CHUNK_BYTES", 40)
+    monkeypatch.setattr(parquet_reader, "BATCH_CELLS", 6)
 
 
 def test_csv_inspect_agrees_with_read_across_chunks(tmp_path: Path) -> None:
@@ -127,3 +130,31 @@ def test_npz_header_claiming_more_than_its_entry_holds_is_refused(tmp_path: Path
         f.write(bytes(64))
     with pytest.raises(DatasetError, match="declares shape"):
         inspect_dataset(path, "liar.npz")
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        {"a": [float(i) for i in range(10)], "b": list(range(10)), "label": [i % 4 for i in range(10)]},
+        {"x": [[[i, 1.0], [2.0, 3.0]] for i in range(9)], "label": [7] * 9},
+        {"text": [f"t{i}" for i in range(8)]},
+    ],
+)
+def test_parquet_inspect_agrees_with_read_across_batches(tmp_path: Path, columns: dict[str, Any]) -> None:
+    path = parquet(tmp_path, columns, row_group_size=4)
+    info = inspect_dataset(path, "d.parquet")
+    ds = read_text_dataset(path, "d.parquet") if info.kind == "text" else read_dataset(path, "d.parquet")
+    assert info == DatasetInfo.of(ds, "parquet")
+
+
+def test_parquet_errors_in_a_later_batch_name_their_row(tmp_path: Path) -> None:
+    labels = [0.0] * 10
+    labels[8] = 1.5
+    path = parquet(tmp_path, {"a": [1.0] * 10, "label": labels})
+    for check in (read_dataset, inspect_dataset):
+        with pytest.raises(DatasetError, match=r"column 'label', row 9: label 1\.5"):
+            check(path, "d.parquet")
+    ragged = parquet(tmp_path, {"x": [[1.0, 2.0]] * 7 + [[1.0]]}, name="r.parquet")
+    for check in (read_dataset, inspect_dataset):
+        with pytest.raises(DatasetError, match="ragged: row 8"):
+            check(ragged, "r.parquet")
