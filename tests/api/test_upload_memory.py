@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import select
+import socket
 import struct
 import subprocess
 import sys
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -44,33 +47,23 @@ def reset_peak(pid: int) -> int:
     return kib(pid, "VmRSS")
 
 
-@pytest.fixture
-def api_process(
-    api_settings: Settings, services_env: dict[str, str], tmp_path: Path
+@contextmanager
+def running_api(
+    api_settings: Settings, services_env: dict[str, str], log_path: Path, **env: str
 ) -> Iterator[tuple[str, int]]:
+    """``uvicorn`` serving the API in a subprocess on the test services: its URL and pid."""
     port = free_port()
-    env = {
-        **os.environ,
-        **services_env,
-        "DISTILL_QUEUE_NAME": api_settings.queue_name,
-        "DISTILL_WEBHOOKS_DISPATCH": "false",
-    }
-    log = (tmp_path / "api.log").open("wb")
+    command = [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1"]
+    log = log_path.open("wb")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "api.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
+        [*command, "--port", str(port), "--log-level", "warning"],
+        env={
+            **os.environ,
+            **services_env,
+            "DISTILL_QUEUE_NAME": api_settings.queue_name,
+            "DISTILL_WEBHOOKS_DISPATCH": "false",
+            **env,
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -81,6 +74,14 @@ def api_process(
     finally:
         stop_process(process)
         log.close()
+
+
+@pytest.fixture
+def api_process(
+    api_settings: Settings, services_env: dict[str, str], tmp_path: Path
+) -> Iterator[tuple[str, int]]:
+    with running_api(api_settings, services_env, tmp_path / "api.log") as found:
+        yield found
 
 
 def _up(url: str) -> bool:
@@ -191,3 +192,40 @@ def test_a_small_npz_that_inflates_to_gigabytes_is_refused_without_inflating(api
     assert error["field"] == "file" and "expand to" in error["message"]
     assert peak - before < MAX_GROWTH
     assert httpx.get(f"{url}/v1/files", headers=acme).json()["data"] == []
+
+
+def test_a_body_over_the_limit_is_answered_413_before_it_is_all_sent(
+    api_settings, services_env, acme, tmp_path
+):
+    """A chunked body (no Content-Length) past ``DISTILL_MAX_UPLOAD_BYTES``: the server answers 413 while
+    the client is still sending, so the body is never received (nor spooled) whole."""
+    limit, total = 4 * 1024**2, 256 * 1024**2
+    env = {"DISTILL_MAX_UPLOAD_BYTES": str(limit)}
+    with running_api(api_settings, services_env, tmp_path / "api.log", **env) as (url, _pid):
+        host, port = url.removeprefix("http://").split(":")
+        part = (
+            b'--b0\r\nContent-Disposition: form-data; name="purpose"\r\n\r\ndataset\r\n'
+            b'--b0\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\na,label\n'
+        )
+        head = (
+            f"POST /v1/files HTTP/1.1\r\nHost: {host}\r\nAuthorization: {acme['Authorization']}\r\n"
+            "Content-Type: multipart/form-data; boundary=b0\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+        chunk = b"1,0\n" * (1 << 16)
+        sent = 0
+        answer = b""
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(head + f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            while sent < total:
+                if select.select([conn], [], [], 0)[0]:
+                    break  # the server has answered
+                try:
+                    conn.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                sent += len(chunk)
+            while b"\r\n\r\n" not in answer and (data := conn.recv(65536)):
+                answer += data
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert sent < total // 4, f"sent {sent:,} of {total:,} bytes before the answer"
+        assert httpx.get(f"{url}/v1/files", headers=acme).json()["data"] == []
