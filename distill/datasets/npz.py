@@ -11,6 +11,7 @@ ratio *before* inflating anything, then checks the values a bounded chunk at a t
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,7 @@ def _member_header(
             f"{filename!r}: NPZ array {name!r} is an object array, which would need unpickling; "
             "store numbers only (e.g. np.asarray(values, dtype=np.float32))"
         )
-    data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
+    data_bytes = math.prod(shape) * dtype.itemsize  # exact: no int64 overflow for absurd shapes
     if f.tell() + data_bytes != info.file_size:
         raise DatasetError(
             f"{filename!r}: NPZ array {name!r} declares shape {list(shape)} ({data_bytes:,} bytes) but its "
@@ -169,7 +170,7 @@ def _inspect_x(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> tup
             raise DatasetError(
                 f"{filename!r}: NPZ array 'x' has zero features per example (shape {list(shape)})"
             )
-        n, per_example = shape[0], int(np.prod(shape[1:]))
+        n, per_example = shape[0], math.prod(shape[1:])
         for start, values in _chunks(f, dtype, n * per_example, filename, "x"):
             if dtype.kind != "f":
                 continue  # integers and booleans always fit float32
@@ -218,8 +219,8 @@ def _inspect_y(zf: zipfile.ZipFile, info: zipfile.ZipInfo, n: int, filename: str
 
 def _drain(f: Any) -> None:
     """Read to the end of the member, so that zipfile checks its CRC (a corrupt entry raises)."""
-    if f.read(1):
-        raise DatasetError("the NPZ member holds more bytes than its array; re-save it with np.savez")
+    if f.read(1):  # pragma: no cover - the header's size was checked against the entry's
+        raise DatasetError("an NPZ member holds more bytes than its array; re-save it with np.savez")
 
 
 def _load_member(npz: Any, name: str, filename: str) -> np.ndarray:
