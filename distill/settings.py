@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     max_runtime_s: int = Field(default=24 * 3600, ge=1)
     """The longest ``training.max_runtime_s`` a job may ask for."""
 
+    # ---- uploads: bounded memory (helper H: issue 9, item 7) ----
+    max_dataset_array_bytes: int = Field(default=2 * 1024**3, ge=1)
+    """The most bytes an uploaded NPZ's arrays may inflate to (the zip's declared sizes are checked before
+    anything is inflated, so a small zip bomb answers 422 at once). The default matches
+    ``max_upload_bytes``: an NPZ may hold no more than an uncompressed upload could."""
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

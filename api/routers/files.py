@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Query, Response, UploadFile, status
+from fastapi import APIRouter, Form, Query, Request, Response, UploadFile, status
+from fastapi.routing import APIRoute
+from starlette.types import Message
 
 from api.deps import SessionDep, SettingsDep, StoreDep, TenantDep
-from api.errors import Invalid
+from api.errors import Invalid, TooLarge
 from api.idempotency import IdempotencyDep, fingerprint
 from api.params import PRINTABLE, IdCursor, ObjectId
 from api.responses import COMMON, errors
@@ -19,6 +22,46 @@ from distill.tables import File
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=COMMON)
 
 MAX_FILENAME = 255
+FORM_OVERHEAD = 64 * 1024
+"""Bytes a multipart body may hold beyond the file itself (boundaries, part headers, ``purpose``)."""
+
+
+class BoundedUploadRoute(APIRoute):
+    """The upload route with the size limit enforced while the body streams in, before the form is parsed
+    and spooled: a ``Content-Length`` over the limit answers 413 at once, and a body that passes the limit
+    as it arrives (chunked, or a lying length) is cut off there, so an oversized upload is never stored
+    whole anywhere. The service checks the file's exact size against ``max_upload_bytes`` again."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            max_bytes: int = request.app.state.settings.max_upload_bytes
+            limit = max_bytes + FORM_OVERHEAD
+            too_large = f"file: larger than the limit of {max_bytes} bytes"
+            declared = request.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise TooLarge(too_large, field="file")
+            received = 0
+            receive = request.receive
+
+            async def counted() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise TooLarge(too_large, field="file")
+                return message
+
+            try:
+                return await handler(Request(request.scope, counted))
+            except Exception as exc:
+                if received > limit:  # FastAPI wraps errors while parsing the body into a 400
+                    raise TooLarge(too_large, field="file") from exc
+                raise
+
+        return bounded
 
 
 def _check_filename(filename: str) -> None:
@@ -29,9 +72,6 @@ def _check_filename(filename: str) -> None:
         raise Invalid("file: the filename holds control characters (NUL, newline...)", field="file")
 
 
-@router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=FileRead, responses=errors(400, 409, 413)
-)
 def upload_file(
     file: UploadFile,
     purpose: Annotated[str, Form(max_length=32, pattern=PRINTABLE)],
@@ -57,11 +97,23 @@ def upload_file(
             filename=filename,
             purpose=purpose,
             max_bytes=settings.max_upload_bytes,
+            max_array_bytes=settings.max_dataset_array_bytes,
             on_spooled=claim,
         )
         return FileRead.of(row)
 
     return idempotency.respond(201, upload)
+
+
+router.add_api_route(
+    "",
+    upload_file,
+    methods=["POST"],
+    status_code=status.HTTP_201_CREATED,
+    response_model=FileRead,
+    responses=errors(400, 409, 413),
+    route_class_override=BoundedUploadRoute,
+)
 
 
 @router.get("")

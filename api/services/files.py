@@ -20,6 +20,21 @@ from distill.storage import ObjectStore, file_key
 from distill.tables import File, Tenant
 
 PURPOSES = ("dataset", "model")
+MAX_FILENAME = 255
+UNSAFE_IN_NAMES = frozenset('"\\/')
+
+
+def safe_basename(filename: str) -> str:
+    """The name a file is stored under: the last part of a path (``/`` or ``\\``), without control
+    characters, quotes or leading dots (no hidden files, no ``..``), at most :data:`MAX_FILENAME`
+    characters with its extension kept. ``""`` when nothing is left."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in UNSAFE_IN_NAMES)
+    name = name.strip().lstrip(".").strip()
+    if len(name) > MAX_FILENAME:
+        suffix = Path(name).suffix[:16]
+        name = name[: MAX_FILENAME - len(suffix)] + suffix
+    return name
 
 
 def _spool(source: BinaryIO, dest: BinaryIO, max_bytes: int) -> tuple[int, str]:
@@ -34,10 +49,10 @@ def _spool(source: BinaryIO, dest: BinaryIO, max_bytes: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _validate(path: Path, filename: str, purpose: str) -> dict[str, Any]:
+def _validate(path: Path, filename: str, purpose: str, max_array_bytes: int | None) -> dict[str, Any]:
     try:
         if purpose == "dataset":
-            return inspect_dataset(path, filename).to_meta()
+            return inspect_dataset(path, filename, max_array_bytes=max_array_bytes).to_meta()
         if not filename.lower().endswith(".safetensors"):
             raise ModelFileError("a model must be one .safetensors file (weights are never unpickled)")
         found, parameters = inspect_any_model_file(path)
@@ -57,15 +72,21 @@ def upload_file(
     filename: str,
     purpose: str,
     max_bytes: int,
+    max_array_bytes: int | None = None,
     on_spooled: Callable[[int, str], None] | None = None,
 ) -> File:
     """Spool, validate, store and record an upload; ``on_spooled(size, sha256)`` runs once the content's
     hash is known, before validation (the Idempotency-Key claim: the upload is read once)."""
     if purpose not in PURPOSES:
         raise Invalid(f"purpose: must be one of {', '.join(PURPOSES)}, not {purpose!r}", field="purpose")
-    filename = Path(filename or "").name
+    filename = safe_basename(filename or "")
     if not filename:
         raise Invalid("file: the upload has no filename", field="file")
+    tenant_id = tenant.id
+    # End the request's read transaction (authentication) before the long part: spooling, validating and
+    # storing a large upload takes longer than Postgres lets a transaction sit idle
+    # (idle_in_transaction_session_timeout), which would cut the connection under the final INSERT.
+    session.commit()
     with tempfile.TemporaryDirectory(prefix="distill-upload-") as tmp:
         path = Path(tmp) / "upload"
         with path.open("wb") as out:
@@ -74,13 +95,13 @@ def upload_file(
             on_spooled(size, sha256)
         if size == 0:
             raise Invalid("file: the file is empty", field="file")
-        meta = _validate(path, filename, purpose)
+        meta = _validate(path, filename, purpose, max_array_bytes)
         file_id = new_file_id()
-        key = file_key(tenant.id, file_id)
+        key = file_key(tenant_id, file_id)
         store.put_file(key, path)
     row = File(
         id=file_id,
-        tenant_id=tenant.id,
+        tenant_id=tenant_id,
         purpose=purpose,
         filename=filename,
         bytes=size,

@@ -8,22 +8,23 @@ from distill.datasets import types
 from distill.datasets.types import DatasetError
 
 
-def check_labels(labels: np.ndarray, filename: str, where: str) -> np.ndarray:
+def check_labels(labels: np.ndarray, filename: str, where: str, offset: int = 0) -> np.ndarray:
     """Float labels -> int64 class indices, or a DatasetError naming the first bad one.
 
-    ``where`` names a label given ``{row}`` (1-based) and ``{index}`` (0-based).
+    ``where`` names a label given ``{row}`` (1-based) and ``{index}`` (0-based); ``offset``: the index of
+    ``labels[0]`` in the whole dataset (when labels are checked a chunk at a time).
     """
     bad = ~np.isfinite(labels) | (labels != np.round(labels)) | (labels < 0)
     if bad.any():
         i = int(np.argmax(bad))
-        place = where.format(row=i + 1, index=i)
+        place = where.format(row=offset + i + 1, index=offset + i)
         raise DatasetError(
             f"{filename!r}: {place}: label {float(labels[i]):g} is not a class index; labels must be "
             "integers >= 0 (0, 1, 2, ...)"
         )
     if labels.max() >= types.MAX_CLASSES:
         i = int(np.argmax(labels))
-        place = where.format(row=i + 1, index=i)
+        place = where.format(row=offset + i + 1, index=offset + i)
         raise DatasetError(
             f"{filename!r}: {place}: label {int(labels[i])} is too large; class indices must be "
             f"below {types.MAX_CLASSES} (number the classes 0, 1, 2, ...)"

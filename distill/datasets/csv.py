@@ -2,6 +2,10 @@
 
 An optional ``label`` column holds integer class indices (``>= 0``); every other column is a numeric
 feature, so an example is a vector. At most :data:`distill.datasets.types.MAX_CELLS` values.
+
+Rows are read one at a time and checked :data:`CHUNK_ROWS` at a time; :func:`read` keeps the float32
+chunks (the worker trains on them), :func:`inspect` (the API, on an upload) keeps only counts, so its
+memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -15,14 +19,29 @@ import numpy as np
 
 from distill.datasets import types
 from distill.datasets.checks import check_labels, to_float32
-from distill.datasets.types import LABEL_COLUMN, ArrayDataset, DatasetError
+from distill.datasets.types import LABEL_COLUMN, ArrayDataset, DatasetError, DatasetInfo
+
+CHUNK_ROWS = 4096
 
 
 def read(path: Path, filename: str) -> ArrayDataset:
     """Read and validate a CSV dataset (a header row, then one example per row)."""
+    found = _read(path, filename, keep=True)
+    assert isinstance(found, ArrayDataset)
+    return found
+
+
+def inspect(path: Path, filename: str) -> DatasetInfo:
+    """Validate a CSV dataset as :func:`read` does, holding only one chunk of rows, and describe it."""
+    found = _read(path, filename, keep=False)
+    assert isinstance(found, DatasetInfo)
+    return found
+
+
+def _read(path: Path, filename: str, keep: bool) -> ArrayDataset | DatasetInfo:
     try:
         with path.open("r", encoding="utf-8-sig", newline="") as f:
-            return _parse_csv(csv.reader(f), filename)
+            return _parse_csv(csv.reader(f), filename, keep)
     except UnicodeDecodeError as exc:
         raise DatasetError(
             f"{filename!r}: the CSV is not UTF-8 text (byte {exc.start}); save it as UTF-8 CSV"
@@ -31,7 +50,47 @@ def read(path: Path, filename: str) -> ArrayDataset:
         raise DatasetError(f"{filename!r}: malformed CSV: {exc}") from exc
 
 
-def _parse_csv(reader: Any, filename: str) -> ArrayDataset:
+class _Chunks:
+    """Rows checked a chunk at a time: float32 range and labels; kept only when ``keep``."""
+
+    def __init__(self, filename: str, keep: bool) -> None:
+        self.filename = filename
+        self.keep = keep
+        self.features: list[list[float]] = []
+        self.labels: list[float] = []
+        self.x_parts: list[np.ndarray] = []
+        self.y_parts: list[np.ndarray] = []
+        self.rows = 0
+        self.top_label = -1
+
+    def add(self, features: list[float], label: float | None) -> None:
+        self.features.append(features)
+        if label is not None:
+            self.labels.append(label)
+        if len(self.features) >= CHUNK_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.features:
+            return
+        x = to_float32(np.asarray(self.features, dtype=np.float64), self.filename)
+        if self.labels:
+            y = check_labels(
+                np.asarray(self.labels, dtype=np.float64),
+                self.filename,
+                where="CSV row {row}, column 'label'",
+                offset=self.rows,
+            )
+            self.top_label = max(self.top_label, int(y.max()))
+            if self.keep:
+                self.y_parts.append(y)
+        if self.keep:
+            self.x_parts.append(x)
+        self.rows += len(self.features)
+        self.features, self.labels = [], []
+
+
+def _parse_csv(reader: Any, filename: str, keep: bool) -> ArrayDataset | DatasetInfo:
     header: list[str] | None = None
     for row in reader:
         if any(cell.strip() for cell in row):
@@ -53,8 +112,7 @@ def _parse_csv(reader: Any, filename: str) -> ArrayDataset:
             f"{filename!r}: the CSV has no feature columns (only 'label'); add numeric feature columns"
         )
 
-    features: list[list[float]] = []
-    labels: list[float] = []
+    chunks = _Chunks(filename, keep)
     row_no = 0
     cells = 0
     for row in reader:
@@ -75,19 +133,22 @@ def _parse_csv(reader: Any, filename: str) -> ArrayDataset:
                 "or features"
             )
         values = [_parse_number(row[i], where, header[i]) for i in range(len(row))]
-        if label_col is not None:
-            labels.append(values[label_col])
-        features.append([values[i] for i in feature_cols])
+        chunks.add([values[i] for i in feature_cols], None if label_col is None else values[label_col])
+    chunks.flush()
 
-    if not features:
+    if chunks.rows == 0:
         raise DatasetError(f"{filename!r}: the CSV has a header but no data rows; add one row per example")
-    x = np.asarray(features, dtype=np.float64)
-    y = None
-    if label_col is not None:
-        y = check_labels(
-            np.asarray(labels, dtype=np.float64), filename, where="CSV row {row}, column 'label'"
+    if not keep:
+        return DatasetInfo(
+            format="csv",
+            examples=chunks.rows,
+            input_shape=[len(feature_cols)],
+            num_classes=None if label_col is None else chunks.top_label + 1,
+            has_labels=label_col is not None,
         )
-    return ArrayDataset(to_float32(x, filename), y)
+    x = np.concatenate(chunks.x_parts)
+    y = None if label_col is None else np.concatenate(chunks.y_parts)
+    return ArrayDataset(x, y)
 
 
 def _check_header(header: list[str], filename: str) -> None:

@@ -2,6 +2,9 @@
 
 ``{"a": 1.5, "b": 2, "label": 0}`` (numeric fields, as CSV columns), ``{"x": [[0, 1], [2, 3]], "label": 4}``
 (an array input) or ``{"text": "...", "label": 1}`` (a text example). NaN and Infinity are refused.
+
+Lines are read one at a time; :func:`inspect` (the API, on an upload) keeps only counts, so its memory
+does not grow with the file.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from distill.datasets.types import (
     TEXT_COLUMN,
     ArrayDataset,
     DatasetError,
+    DatasetInfo,
     TextDataset,
 )
+
+CHUNK_ROWS = 4096
 
 _JSONL_KINDS = {
     "text": f"a text example (a {TEXT_COLUMN!r} string)",
@@ -41,7 +47,20 @@ def _reject_constant(name: str) -> Any:
 
 def read(path: Path, filename: str) -> ArrayDataset | TextDataset:
     """Read and validate a JSONL dataset, one line at a time."""
-    reader = _JsonlReader(filename)
+    found = _read(path, filename, keep=True)
+    assert not isinstance(found, DatasetInfo)
+    return found
+
+
+def inspect(path: Path, filename: str) -> DatasetInfo:
+    """Validate a JSONL dataset as :func:`read` does, keeping no examples, and describe it."""
+    found = _read(path, filename, keep=False)
+    assert isinstance(found, DatasetInfo)
+    return found
+
+
+def _read(path: Path, filename: str, keep: bool) -> ArrayDataset | TextDataset | DatasetInfo:
+    reader = _JsonlReader(filename, keep)
     line_no = 0
     try:
         with path.open("r", encoding="utf-8-sig") as f:
@@ -64,8 +83,11 @@ def read(path: Path, filename: str) -> ArrayDataset | TextDataset:
 class _JsonlReader:
     """Validates JSONL records one line at a time; every line must be of the kind of the first."""
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, keep: bool = True) -> None:
         self.filename = filename
+        self.keep = keep
+        self.examples = 0
+        self.top_label = -1
         self.kind: str | None = None  # "text" | "array" | "columns"
         self.first_line = 0
         self.labeled = False
@@ -105,8 +127,12 @@ class _JsonlReader:
             self._add_array(record, label_key, where)
         else:
             self._add_columns(record, label_key, where)
+        self.examples += 1
         if label_key is not None:
-            self.labels.append(_json_label(record[label_key], where))
+            label = _json_label(record[label_key], where)
+            self.top_label = max(self.top_label, label)
+            if self.keep:
+                self.labels.append(label)
         if self.cells > types.MAX_CELLS:
             raise DatasetError(
                 f"{where}: the dataset passes {types.MAX_CELLS:,} values (cells), the most allowed; upload "
@@ -163,20 +189,22 @@ class _JsonlReader:
             )
         if len(text) > types.MAX_TEXT_CHARS:
             raise DatasetError(too_long_text(where, len(text)))
-        self.texts.append(text)
+        if self.keep:
+            self.texts.append(text)
         self.cells += 1 + self.labeled
 
     def _add_array(self, record: dict[str, Any], label_key: str | None, where: str) -> None:
         self._extra(record, ARRAY_COLUMN, label_key, where)
         x = _json_array(record[ARRAY_COLUMN], where)
-        if not self.arrays:
+        if self.examples == 0:
             self.shape = x.shape
         elif x.shape != self.shape:
             raise DatasetError(
                 f"{where}: 'x' has shape {list(x.shape)} but line {self.first_line} has {list(self.shape)}; "
                 "every example needs the same shape"
             )
-        self.arrays.append(x)
+        if self.keep:
+            self.arrays.append(x)
         self.cells += x.size + self.labeled
 
     def _add_columns(self, record: dict[str, Any], label_key: str | None, where: str) -> None:
@@ -194,19 +222,44 @@ class _JsonlReader:
             )
         self.rows.append([_json_number(record[c], where, c) for c in self.columns])
         self.cells += len(self.columns) + self.labeled
+        if not self.keep and len(self.rows) >= CHUNK_ROWS:
+            self._check_rows()
 
-    def finish(self) -> ArrayDataset | TextDataset:
+    def _check_rows(self) -> np.ndarray:
+        """The buffered rows as float32 (a DatasetError if one is beyond float32); dropped unless kept."""
+        x = to_float32(np.asarray(self.rows, dtype=np.float64), self.filename)
+        if not self.keep:
+            self.rows = []
+        return x
+
+    def finish(self) -> ArrayDataset | TextDataset | DatasetInfo:
         if self.kind is None:
             raise DatasetError(
                 f"{self.filename!r}: the JSONL has no examples; write one JSON object per line "
                 '(e.g. {"x": [0.5, 1.0], "label": 2})'
+            )
+        if not self.keep:
+            if self.kind == "columns" and self.rows:
+                self._check_rows()
+            return DatasetInfo(
+                format="jsonl",
+                examples=self.examples,
+                input_shape=[] if self.kind == "text" else self._input_shape(),
+                num_classes=self.top_label + 1 if self.labeled and self.examples else None,
+                has_labels=self.labeled,
+                kind="text" if self.kind == "text" else "tabular",
             )
         y = np.asarray(self.labels, dtype=np.int64) if self.labeled else None
         if self.kind == "text":
             return TextDataset(self.texts, y)
         if self.kind == "array":
             return ArrayDataset(np.ascontiguousarray(np.stack(self.arrays)), y)
-        return ArrayDataset(to_float32(np.asarray(self.rows, dtype=np.float64), self.filename), y)
+        return ArrayDataset(self._check_rows(), y)
+
+    def _input_shape(self) -> list[int]:
+        if self.kind == "array":
+            return [int(d) for d in self.shape]
+        return [len(self.columns)]
 
 
 def _parse_json_line(line: str, where: str) -> dict[str, Any]:

@@ -59,7 +59,20 @@ def read_text_dataset(path: Path, filename: str) -> TextDataset:
     return ds
 
 
-def inspect_dataset(path: Path, filename: str) -> DatasetInfo:
-    """Read and fully validate a dataset file (numeric or text), and describe it."""
-    ds, fmt = read_any(path, filename)
-    return DatasetInfo.of(ds, fmt)
+def inspect_dataset(path: Path, filename: str, *, max_array_bytes: int | None = None) -> DatasetInfo:
+    """Fully validate a dataset file (numeric or text), and describe it, in bounded memory (what the API
+    runs on an upload: it never holds the whole dataset, only a chunk of rows or values at a time).
+
+    ``max_array_bytes``: the most bytes an NPZ's arrays may inflate to (default
+    :data:`~distill.datasets.types.MAX_ARRAY_BYTES`), checked before anything is inflated.
+    """
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{filename!r}: the file is empty; {UPLOAD_HINT}")
+    fmt = detect_format(path, filename)
+    if fmt == "csv":
+        return csv.inspect(path, filename)
+    if fmt == "jsonl":
+        return jsonl.inspect(path, filename)
+    if fmt == "parquet":
+        return parquet.inspect(path, filename)
+    return npz.inspect(path, filename, max_array_bytes)

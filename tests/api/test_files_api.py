@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 from factories import csv_bytes, digits_arrays, npz_bytes
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from distill.nets import build_model
+from distill.settings import Settings
 from distill.spec import MLPConfig, StoredModelConfig
 from worker.engine.export import model_to_safetensors
 
@@ -120,3 +125,83 @@ def test_list_is_newest_first_with_cursor_and_delete_removes_the_object(client, 
     assert deleted.json() == {"id": ids[0], "object": "file", "deleted": True}
     assert client.get(f"/v1/files/{ids[0]}", headers=acme).status_code == 404
     assert stored_objects(client) == objects - 1
+
+
+# ------------------------------------------------------------------- limits while streaming, safe names
+
+
+@contextmanager
+def client_with(api_settings: Settings, **overrides: Any) -> Iterator[TestClient]:
+    """The real app on the test services, with some settings changed."""
+    app = create_app(api_settings.model_copy(update=overrides))
+    with TestClient(app, follow_redirects=False) as client:
+        client.app_state = app.state  # type: ignore[attr-defined]
+        yield client
+    app.state.engine.dispose()
+
+
+def multipart_chunks(name: str, size: int, pulled: list[int], boundary: str = "b0undary") -> Iterator[bytes]:
+    """A multipart upload body of a ``size``-byte file, produced 1 MiB at a time; ``pulled`` counts the
+    file bytes the server asked for."""
+    yield (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\ndataset\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+    yield b"a,label\n"
+    sent = 0
+    while sent < size:
+        chunk = b"1,0\n" * (1 << 18)
+        sent += len(chunk)
+        pulled.append(len(chunk))
+        yield chunk
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_a_body_over_the_limit_answers_413_while_streaming_and_stores_nothing(api_settings, acme):
+    limit = 4 * 1024**2
+    with client_with(api_settings, max_upload_bytes=limit) as client:
+        pulled: list[int] = []
+        before = stored_objects(client)
+        response = client.post(
+            "/v1/files",
+            headers={**acme, "Content-Type": "multipart/form-data; boundary=b0undary"},
+            content=multipart_chunks("big.csv", 64 * 1024**2, pulled),
+        )
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["field"] == "file"
+        assert stored_objects(client) == before
+
+        declared = client.post(
+            "/v1/files",
+            headers={
+                **acme,
+                "Content-Type": "multipart/form-data; boundary=b0undary",
+                "Content-Length": str(10 * limit),
+            },
+            content=b"--b0undary--\r\n",
+        )
+        assert declared.status_code == 413, declared.text
+        assert client.get("/v1/files", headers=acme).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("../../etc/digits.npz", "digits.npz"),
+        ("C:\\Users\\me\\digits.npz", "digits.npz"),
+        ("..\\.hidden.npz", "hidden.npz"),
+    ],
+)
+def test_stored_filenames_are_safe_base_names(client, acme, sent, stored):
+    x, y = digits_arrays()
+    response = upload(client, acme, sent, npz_bytes(x[:20], y[:20]))
+    assert response.status_code == 201, response.text
+    assert response.json()["filename"] == stored
+
+
+def test_a_zip_is_a_dataset_only_as_an_npz(client, acme):
+    x, y = digits_arrays()
+    response = upload(client, acme, "data.csv", npz_bytes(x[:20], y[:20]))
+    assert response.status_code == 422
+    assert "zip" in response.json()["error"]["message"]

@@ -68,8 +68,11 @@ def test_csv_without_labels(tmp_path: Path) -> None:
     ],
 )
 def test_csv_errors(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, "d.csv", text)
     with pytest.raises(DatasetError, match=expected):
-        read_dataset(write(tmp_path, "d.csv", text), "d.csv")
+        read_dataset(path, "d.csv")
+    with pytest.raises(DatasetError, match=expected):  # the API's bounded-memory check says the same
+        inspect_dataset(path, "d.csv")
 
 
 def test_csv_not_utf8(tmp_path: Path) -> None:

@@ -60,8 +60,11 @@ def test_npz_without_labels_and_int_inputs(tmp_path: Path) -> None:
     ],
 )
 def test_npz_errors(tmp_path: Path, arrays: dict[str, np.ndarray], expected: str) -> None:
+    path = npz_of(tmp_path, arrays)
     with pytest.raises(DatasetError, match=expected):
-        read_dataset(npz_of(tmp_path, arrays), "d.npz")
+        read_dataset(path, "d.npz")
+    with pytest.raises(DatasetError, match=expected):  # the API's bounded-memory check says the same
+        inspect_dataset(path, "d.npz")
 
 
 def test_npz_object_array_is_never_unpickled(tmp_path: Path) -> None:
@@ -77,6 +80,8 @@ def test_npz_object_array_is_never_unpickled(tmp_path: Path) -> None:
     np.savez(path, x=x)
     with pytest.raises(DatasetError, match="object array"):
         read_dataset(path, "evil.npz")
+    with pytest.raises(DatasetError, match="object array"):
+        inspect_dataset(path, "evil.npz")
     assert not marker.exists()
 
 
@@ -85,3 +90,5 @@ def test_truncated_npz(tmp_path: Path) -> None:
     data = path.read_bytes()
     with pytest.raises(DatasetError):
         read_dataset(write(tmp_path, "t.npz", data[: len(data) // 2]), "t.npz")
+    with pytest.raises(DatasetError):
+        inspect_dataset(write(tmp_path, "t.npz", data[: len(data) // 2]), "t.npz")

@@ -83,8 +83,11 @@ def test_parquet_text(tmp_path: Path) -> None:
     ],
 )
 def test_parquet_errors(tmp_path: Path, columns: dict[str, Any], expected: str) -> None:
+    path = parquet(tmp_path, columns)
     with pytest.raises(DatasetError, match=expected):
-        read_dataset(parquet(tmp_path, columns), "d.parquet")
+        read_dataset(path, "d.parquet")
+    with pytest.raises(DatasetError, match=expected):  # the API's batched check says the same
+        inspect_dataset(path, "d.parquet")
 
 
 def test_parquet_cell_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
