@@ -12,10 +12,10 @@ import contextlib
 import enum
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 import typer
 import yaml
@@ -36,7 +36,9 @@ from distill.cli.ui import (
     styled_status,
 )
 from distill.client.sdk import Client, DistillError, Purpose
-from distill.schemas import EventRead, FileRead, JobRead
+from distill.schemas import EventRead, FileRead, JobRead, ListRead
+
+Row = TypeVar("Row", FileRead, JobRead)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
@@ -130,6 +132,31 @@ files_app = typer.Typer(
 )
 
 
+@dataclass
+class Listing(Generic[Row]):
+    """What ``files list`` and ``jobs list`` show: one page (with its cursor), or every page (``--all``)."""
+
+    items: list[Row]
+    has_more: bool
+    answer: dict[str, Any]
+    """The ``--json`` output: the page as the API answered it, or every item as one page."""
+
+    @classmethod
+    def of(cls, page: ListRead[Row]) -> Listing[Row]:
+        return cls(page.data, page.has_more, page.model_dump(mode="json"))
+
+    @classmethod
+    def every(cls, items: Iterable[Row]) -> Listing[Row]:
+        rows = list(items)
+        answer = {"object": "list", "data": [r.model_dump(mode="json") for r in rows], "has_more": False}
+        return cls(rows, False, answer)
+
+    def emit(self, ctx: typer.Context, table: Table, what: str) -> None:
+        if self.has_more:
+            table.caption = f"more: distill {what} list --after {self.items[-1].id}"
+        emit(ctx, self.answer, table, [r.id for r in self.items])
+
+
 def _files_table(files: list[FileRead]) -> Table:
     table = Table(
         "id", "filename", "purpose", "size", "sha256", "created", title="files", title_justify="left"
@@ -176,20 +203,10 @@ def files_list(
     kind: Purpose | None = purpose.value if purpose is not None else None
     with session(ctx) as client:
         if all_pages:
-            files = list(client.iter_files(purpose=kind, page_size=limit))
-            answer: dict[str, Any] = {
-                "object": "list",
-                "data": [f.model_dump(mode="json") for f in files],
-                "has_more": False,
-            }
-            has_more = False
+            listing = Listing.every(client.iter_files(purpose=kind, page_size=limit))
         else:
-            page = client.list_files(limit=limit, after=after, purpose=kind)
-            files, has_more, answer = page.data, page.has_more, page.model_dump(mode="json")
-    table = _files_table(files)
-    if has_more:
-        table.caption = f"more: distill files list --after {files[-1].id}"
-    emit(ctx, answer, table, [f.id for f in files])
+            listing = Listing.of(client.list_files(limit=limit, after=after, purpose=kind))
+    listing.emit(ctx, _files_table(listing.items), "files")
 
 
 @files_app.command("get")
@@ -375,20 +392,10 @@ def jobs_list(
     status_value = status.value if status is not None else None
     with session(ctx) as client:
         if all_pages:
-            jobs = list(client.iter_jobs(status=status_value, page_size=limit))
-            answer: dict[str, Any] = {
-                "object": "list",
-                "data": [j.model_dump(mode="json") for j in jobs],
-                "has_more": False,
-            }
-            has_more = False
+            listing = Listing.every(client.iter_jobs(status=status_value, page_size=limit))
         else:
-            page = client.list_jobs(limit=limit, after=after, status=status_value)
-            jobs, has_more, answer = page.data, page.has_more, page.model_dump(mode="json")
-    table = _jobs_table(jobs)
-    if has_more:
-        table.caption = f"more: distill jobs list --after {jobs[-1].id}"
-    emit(ctx, answer, table, [j.id for j in jobs])
+            listing = Listing.of(client.list_jobs(limit=limit, after=after, status=status_value))
+    listing.emit(ctx, _jobs_table(listing.items), "jobs")
 
 
 @jobs_app.command("cancel")

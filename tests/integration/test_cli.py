@@ -73,6 +73,31 @@ def test_lists_show_full_ids_and_q_prints_only_ids(cli_env: dict[str, str], fini
     assert all(line.startswith("job_") for line in ids.stdout.split())
 
 
+def test_a_page_points_at_the_next_and_all_follows_every_page(
+    cli_env: dict[str, str], finished_job: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "digits.npz"
+    data.write_bytes(npz_bytes(*digits_arrays()))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(SPEC_YAML)
+    job = runner.invoke(app, ["-q", "jobs", "create", str(spec)], env=cli_env).stdout.strip()
+    assert runner.invoke(app, ["jobs", "cancel", job], env=cli_env).exit_code == 0
+    for _ in range(2):  # two of each at least (with finished_job), so a page of one has more after it
+        assert runner.invoke(app, ["-q", "files", "upload", str(data)], env=cli_env).exit_code == 0
+    for what in ("jobs", "files"):
+        first = runner.invoke(app, [what, "list", "--limit", "1"], env=cli_env)
+        assert first.exit_code == 0, first.output
+        assert f"more: distill {what} list --after " in first.stdout
+        page = json.loads(runner.invoke(app, ["--json", what, "list", "--limit", "1"], env=cli_env).stdout)
+        assert page["has_more"] is True and len(page["data"]) == 1
+        every_run = runner.invoke(app, ["--json", what, "list", "--limit", "1", "--all"], env=cli_env)
+        every = json.loads(every_run.stdout)
+        assert every["has_more"] is False and len(every["data"]) >= 2
+        assert every["data"][0]["id"] == page["data"][0]["id"]
+        ids = runner.invoke(app, ["-q", what, "list", "--all"], env=cli_env).stdout.split()
+        assert ids == [item["id"] for item in every["data"]]
+
+
 def test_logs_show_each_epoch_with_losses(cli_env: dict[str, str], finished_job: str) -> None:
     result = runner.invoke(app, ["--json", "jobs", "logs", finished_job], env=cli_env)
     assert result.exit_code == 0, result.output
