@@ -8,6 +8,11 @@ Per run it registers a loopback webhook receiver, submits a small digits job, re
 ``/v1/jobs/{id}/events?stream=true`` and prints: submission to the first event (``job queued``), to
 ``job started``, to the first epoch event, and the lag between an event's ``created_at`` and its arrival on
 the stream (the stream's polling interval bounds it), and submission to the ``job.succeeded`` webhook.
+
+Then, per run, the same through the Python client as the CLI follows a job (``Client.follow_events``:
+what ``distill jobs logs -f`` and ``jobs create --wait`` read): submission to the first event and to the
+``end``, and a resumption: a new connection with ``Last-Event-ID`` two events before the end, to its first
+event (what a dropped connection costs).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+
+from distill.client.sdk import Client
 
 SPEC = {
     "name": "bench-stream",
@@ -82,6 +89,26 @@ def one_run(client: httpx.Client, arrived: dict[str, float]) -> dict[str, float]
     return figures
 
 
+def client_run(api: Client) -> dict[str, float]:
+    """Submission to the first event and to the end through ``Client.follow_events``, then a resumption."""
+    submitted = time.perf_counter()
+    job = api.create_job(SPEC)
+    figures: dict[str, float] = {}
+    seqs: list[int] = []
+    for item in api.follow_events(job.id):
+        if item.event is not None:
+            seqs.append(item.event.seq)
+            figures.setdefault("client_first_event_s", time.perf_counter() - submitted)
+        if item.kind == "end":
+            figures["client_end_s"] = time.perf_counter() - submitted
+    resumed = time.perf_counter()
+    after = seqs[-3] if len(seqs) >= 3 else None
+    first = next(api.stream_events(job.id, after=after))
+    if after is not None and first.seq == after + 1:
+        figures["client_resume_first_event_s"] = time.perf_counter() - resumed
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in range(args.runs):
             figures = one_run(client, arrived)
+            with Client(args.url, args.key) as api:
+                figures |= client_run(api)
             print(f"run {run + 1}: " + ", ".join(f"{k}={v:.3f}" for k, v in figures.items()))
     finally:
         client.delete(f"/v1/webhooks/{hook['id']}")

@@ -186,17 +186,27 @@ def request_cancel(session: Session, job_id: str) -> CancelOutcome:
             update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED).values(**cancelled)
         )
     ):
-        append_event(session, job_id, "job cancelled before it started")
+        append_event(session, job_id, "job cancelled before it started", data=_status(JobStatus.CANCELLED))
         return CancelOutcome.CANCELLED
     lost = and_(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_expires_at <= now)
     if affected(session.execute(update(Job).where(lost).values(lease_expires_at=None, **cancelled))):
-        append_event(session, job_id, "job cancelled (its worker had stopped renewing its lease)")
+        append_event(
+            session,
+            job_id,
+            "job cancelled (its worker had stopped renewing its lease)",
+            data=_status(JobStatus.CANCELLED),
+        )
         return CancelOutcome.CANCELLED
     running = and_(Job.id == job_id, Job.status == JobStatus.RUNNING)
     if affected(session.execute(update(Job).where(running).values(cancel_requested=True))):
         append_event(session, job_id, "cancellation requested; the job stops at its next step")
         return CancelOutcome.REQUESTED
     return CancelOutcome.FINISHED
+
+
+def _status(status: JobStatus) -> dict[str, str]:
+    """The data of an event that records a status change: ``{"status": ...}`` (what readers key on)."""
+    return {"status": status.value}
 
 
 # -- the reconciler's transitions ---------------------------------------------------------------------
@@ -240,7 +250,8 @@ def reclaim_expired(session: Session, max_attempts: int, limit: int = 100) -> li
             status, level = JobStatus.QUEUED, "warning"
             message = f"job taken back: {why}; it restarts (attempt {attempts + 1} of {max_attempts})"
         if affected(session.execute(update(Job).where(expired).values(lease_expires_at=None, **values))):
-            append_event(session, job_id, message, level=level, data={"worker": owner, "attempts": attempts})
+            data = {"worker": owner, "attempts": attempts, **_status(status)}
+            append_event(session, job_id, message, level=level, data=data)
             done.append(Reclaimed(job_id, status))
     return done
 

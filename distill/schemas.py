@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # the API fills these from rows; the client never imports SQLAlchemy
-    from distill.tables import Artifact, File, Job, JobEvent
+    from distill.tables import Artifact, File, Job, JobEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 T = TypeVar("T")
 
@@ -148,3 +148,89 @@ class ArtifactRead(APIModel):
     @classmethod
     def of(cls, row: Artifact) -> ArtifactRead:
         return cls(name=row.name, bytes=row.bytes, sha256=row.sha256, created_at=row.created_at)
+
+
+class WebhookCreate(BaseModel):
+    """``POST /v1/webhooks``: where to POST each job status change (``http(s)://``), and a note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    description: str | None = Field(default=None, max_length=200)
+
+
+# -- webhooks (``/v1/webhooks``) -----------------------------------------------------------------------------
+
+
+class WebhookRead(APIModel):
+    """A registered endpoint (its secret is only in :class:`WebhookCreated`, the answer to ``POST``)."""
+
+    id: str
+    object: Literal["webhook"] = "webhook"
+    url: str
+    description: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: WebhookEndpoint) -> WebhookRead:
+        return cls(id=row.id, url=row.url, description=row.description, created_at=row.created_at)
+
+
+class WebhookCreated(WebhookRead):
+    secret: str
+    """Shown once: the HMAC-SHA256 key of ``Distill-Signature``."""
+
+
+class WebhookDeleted(APIModel):
+    id: str
+    object: Literal["webhook"] = "webhook"
+    deleted: bool = True
+
+
+class AttemptRead(APIModel):
+    """One try of a delivery: the receiver's status code, or the error (timeout, refused...)."""
+
+    number: int
+    at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+    @classmethod
+    def of(cls, row: WebhookAttempt) -> AttemptRead:
+        return cls(
+            number=row.number,
+            at=row.at,
+            status_code=row.status_code,
+            error=row.error,
+            duration_ms=row.duration_ms,
+        )
+
+
+class DeliveryRead(APIModel):
+    """One job status change sent to one endpoint: ``state`` pending, succeeded or failed, and every try."""
+
+    id: str
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    job_id: str
+    type: str
+    state: str
+    attempts: list[AttemptRead]
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: WebhookDelivery, attempts: list[WebhookAttempt]) -> DeliveryRead:
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            type=row.event_type,
+            state=row.state,
+            attempts=[AttemptRead.of(a) for a in attempts],
+            next_attempt_at=row.next_attempt_at,
+            created_at=row.created_at,
+            delivered_at=row.delivered_at,
+            payload=row.payload,
+        )

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     """How often an open event stream looks for new events."""
     stream_keepalive_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    """A worker's own Prometheus exporter (``/metrics``: its GPUs' memory and utilisation); 0: none."""
+    worker_metrics_host: str = "0.0.0.0"
+    """Where the worker's exporter listens (all interfaces, so Prometheus can scrape a container)."""
 
     # -- reliability: leases, the reconciler, retries and timeouts ------------------------------------
     lease_seconds: float = Field(default=60.0, gt=0.0)

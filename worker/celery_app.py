@@ -11,12 +11,14 @@ from functools import cache
 from typing import Any
 
 import torch
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import after_setup_logger, worker_ready, worker_shutting_down
 
 from distill.db import engine_for, make_session_factory
+from distill.logs import configure_json_logging
 from distill.queue import RUN_JOB_TASK, make_celery
 from distill.settings import get_settings
 from distill.storage import make_store
+from worker.metrics import serve_metrics
 from worker.reconciler import Reconciler
 from worker.runner import Runner
 
@@ -46,9 +48,25 @@ def get_reconciler() -> Reconciler:
     )
 
 
+@after_setup_logger.connect
+def _json_logs(loglevel: int | str | None = None, **_kwargs: Any) -> None:
+    """``DISTILL_LOG_FORMAT=json``: the worker's lines (Celery's included) as JSON objects that carry the
+    ``job_id`` and ``tenant`` of the job they are about (the runner wraps each job in ``log_context``)."""
+    if get_settings().log_format == "json":
+        level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+        configure_json_logging(level if isinstance(level, int) else logging.INFO)
+
+
+_exporter: list[Any] = []
+
+
 @worker_ready.connect
 def _start_reconciler(**_kwargs: Any) -> None:
     get_reconciler().start()
+    settings = get_settings()
+    if settings.worker_metrics_port:  # GPU memory and utilisation for Prometheus (worker/metrics.py)
+        worker = get_runner().worker_id
+        _exporter.append(serve_metrics(worker, settings.worker_metrics_port, settings.worker_metrics_host))
 
 
 @worker_shutting_down.connect
@@ -57,6 +75,8 @@ def _hand_back_on_shutdown(sig: str = "", how: str = "", **_kwargs: Any) -> None
     log.warning("worker shutting down (%s, %s): a running job is handed back", sig, how)
     get_runner().shutting_down.set()
     get_reconciler().stop(wait=False)
+    for server in _exporter:
+        server.shutdown()
 
 
 @app.task(name=RUN_JOB_TASK)

@@ -195,11 +195,24 @@ class TrainingCallbacks:
             self._last_progress = now
             self.lease.write(progress=_progress(epoch - 1, epochs, step, steps))
 
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+    def on_epoch(
+        self,
+        *,
+        epoch: int,
+        epochs: int,
+        step: int,
+        steps: int,
+        metrics: dict[str, float],
+        learning_rate: float,
+        throughput: float | None,
+    ) -> None:
         if not self.report:
             return
         self._last_progress = time.monotonic()
         rounded = {k: round(float(v), 6) for k, v in metrics.items()}
+        rounded["learning_rate"] = float(f"{learning_rate:.6g}")
+        if throughput is not None:
+            rounded["throughput"] = round(throughput, 1)  # examples per second
         self.lease.write(
             progress=_progress(epoch, epochs, step, steps),
             event=(f"epoch {epoch}/{epochs}", {"epoch": epoch, "step": step, **rounded}),

@@ -35,10 +35,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from distill import lifecycle
 from distill.db import is_transient
 from distill.events import append_event
+from distill.logs import bind, log_context
 from distill.settings import Settings
 from distill.spec import JobSpec
 from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
-from distill.tables import Artifact, Job
+from distill.tables import Artifact, Job, Tenant
 from worker.checkpoints import Checkpointer, resume_from
 from worker.engine.device import resolve_device
 from worker.engine.loop import LoopState
@@ -78,7 +79,14 @@ class Runner:
 
     def run(self, job_id: str) -> str | None:
         """Run ``job_id`` if this worker can claim it; return its final status (None: not claimed, or
-        handed back / taken over)."""
+        handed back / taken over). Every log line written meanwhile carries ``job_id`` and ``tenant``
+        (``distill.logs``: the JSON log format shows them)."""
+        with log_context(job_id=job_id):
+            status = self._run(job_id)
+            log.info("job %s: %s", job_id, status or "left to another worker")
+            return status
+
+    def _run(self, job_id: str) -> str | None:
         owner = lifecycle.new_lease_owner(self.worker_id)
         try:
             job = self._claim(job_id, owner)
@@ -88,6 +96,7 @@ class Runner:
         if job is None:
             log.info("job %s: not claimed (already taken, finished or cancelled)", job_id)
             return None
+        log.info("job %s: claimed (attempt %d)", job_id, job.attempts)
         lease = JobLease(
             job, owner, settings=self.settings, sessions=self.sessions, shutting_down=self.shutting_down
         )
@@ -132,6 +141,8 @@ class Runner:
             if not lifecycle.claim(session, job_id, owner, lease_seconds):
                 return None
             job = session.get_one(Job, job_id)
+            tenant = session.get(Tenant, job.tenant_id)
+            bind(tenant=tenant.name if tenant is not None else job.tenant_id)
             device = resolve_device(self.settings.device)
             message = f"job started on {self.worker_id}"
             if job.attempts > 1:
@@ -140,7 +151,12 @@ class Runner:
                 session,
                 job_id,
                 message,
-                data={"worker": self.worker_id, "device": str(device), "attempt": job.attempts},
+                data={
+                    "status": "running",
+                    "worker": self.worker_id,
+                    "device": str(device),
+                    "attempt": job.attempts,
+                },
             )
             return job
 
@@ -239,7 +255,7 @@ class Runner:
                 job_id,
                 f"job failed: {message}",
                 level="error",
-                data={"code": code, "message": message},
+                data={"status": "failed", "code": code, "message": message},
             )
             return True
 
@@ -275,7 +291,7 @@ class Runner:
         def cancel(session: Session) -> bool:
             if not lifecycle.finish_cancelled(session, job_id, lease.owner):
                 return False
-            append_event(session, job_id, "job cancelled")
+            append_event(session, job_id, "job cancelled", data={"status": "cancelled"})
             return True
 
         lease.stop()
@@ -295,7 +311,7 @@ class Runner:
                 job_id,
                 f"job handed back: worker {self.worker_id} is shutting down; another worker restarts it",
                 level="warning",
-                data={"worker": self.worker_id},
+                data={"status": "queued", "worker": self.worker_id},
             )
             return True
 
@@ -329,11 +345,14 @@ class Runner:
         def succeed(session: Session) -> str | None:
             if lifecycle.succeed(session, job.id, lease.owner, result):
                 session.add_all([_copy(row) for row in rows])
-                append_event(session, job.id, "job succeeded", data=summary)
+                append_event(session, job.id, "job succeeded", data={**summary, "status": "succeeded"})
                 return "succeeded"
             if lifecycle.finish_cancelled(session, job.id, lease.owner):  # a cancel won the race
                 append_event(
-                    session, job.id, "job cancelled (after its last step; its artifacts were discarded)"
+                    session,
+                    job.id,
+                    "job cancelled (after its last step; its artifacts were discarded)",
+                    data={"status": "cancelled"},
                 )
                 return "cancelled"
             return None

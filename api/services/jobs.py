@@ -138,7 +138,7 @@ def create_job(
     )
     session.add(job)
     session.flush()
-    append_event(session, job.id, "job queued")
+    append_event(session, job.id, "job queued", data={"status": JobStatus.QUEUED.value})
     session.commit()
     try:  # the row is the outbox: a job whose wake-up was not marked sent gets one from the reconciler
         enqueue_job(queue, job.id, spec.resources.queue)

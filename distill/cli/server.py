@@ -101,13 +101,47 @@ def serve(
         uvicorn.run(create_app(), host=host, port=port)
 
 
+def worker_queues(option: str | None, settings: Settings) -> list[str]:
+    """The queues a worker serves: ``--queues a,b`` (names as given, duplicates dropped), else the default
+    queue. A name that no job may ask for (not the default queue and not in ``DISTILL_QUEUES`` when that
+    is set) is refused: such a worker would wait forever."""
+    if option is None:
+        return [settings.queue_name]
+    names = list(dict.fromkeys(name.strip() for name in option.split(",") if name.strip()))
+    if not names:
+        raise typer.BadParameter(
+            "name at least one queue, e.g. --queues gpu-a100,distill", param_hint="--queues"
+        )
+    allowed = {q.strip() for q in settings.queues.split(",") if q.strip()}
+    if allowed:
+        unknown = [n for n in names if n != settings.queue_name and n not in allowed]
+        if unknown:
+            raise typer.BadParameter(
+                f"{', '.join(unknown)}: no job can ask for it (DISTILL_QUEUES allows "
+                f"{', '.join(sorted(allowed | {settings.queue_name}))})",
+                param_hint="--queues",
+            )
+    return names
+
+
 def worker(
     concurrency: Annotated[int, typer.Option(help="Jobs run at once (one per GPU is typical).")] = 1,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            "--queues",
+            "-Q",
+            help="Comma-separated queues to take jobs from (a job picks one with resources.queue); "
+            "default: the default queue (DISTILL_QUEUE_NAME, 'distill'), which is served alongside "
+            "others only when named too, e.g. --queues gpu-a100,distill.",
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker that trains jobs from the queue."""
+    """Run a Celery worker that trains jobs from one queue or several."""
     settings = server_settings()
     require_home(settings)
+    names = worker_queues(queues, settings)
     from worker.celery_app import app as celery_app
 
     pool = "solo" if concurrency == 1 else "prefork"
@@ -116,7 +150,7 @@ def worker(
             "worker",
             f"--concurrency={concurrency}",
             f"--pool={pool}",
-            f"--queues={settings.queue_name}",
+            f"--queues={','.join(names)}",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",

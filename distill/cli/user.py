@@ -36,14 +36,22 @@ from distill.cli.ui import (
     styled_status,
 )
 from distill.client.sdk import Client, DistillError, Purpose
-from distill.schemas import EventRead, FileRead, JobRead, ListRead
+from distill.schemas import DeliveryRead, EventRead, FileRead, JobRead, ListRead, WebhookRead
 
 Row = TypeVar("Row", FileRead, JobRead)
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
-PollInterval = Annotated[float, typer.Option("--poll-interval", min=0.05, help="Seconds between polls.")]
+PollInterval = Annotated[
+    float,
+    typer.Option(
+        "--poll-interval",
+        min=0.05,
+        help="Seconds between progress reads (events arrive on the live stream; polled only when the "
+        "server has no stream).",
+    ),
+]
 DATASET_FORMATS = "CSV, Parquet, JSONL or NPZ"
 FLAG = ""
 """Metavar of on/off options: typer's help would otherwise show ``--json <bool>``, as if it took a value."""
@@ -533,6 +541,111 @@ def artifacts_download(
             console.print(f"wrote {escape(str(path))}", highlight=False)
 
 
+# -- webhooks ------------------------------------------------------------------------------------------------
+
+webhooks_app = typer.Typer(
+    no_args_is_help=True,
+    help="Endpoints that receive every job status change (POSTed, signed with HMAC-SHA256), and their "
+    "delivery logs.",
+)
+
+
+def _webhooks_table(hooks: list[WebhookRead]) -> Table:
+    table = Table("id", "url", "description", "created", title="webhooks", title_justify="left")
+    table.columns[0].no_wrap = True
+    for hook in hooks:
+        table.add_row(
+            hook.id,
+            escape(hook.url),
+            escape(hook.description or ""),
+            hook.created_at.isoformat(timespec="seconds"),
+        )
+    return table
+
+
+def _deliveries_table(webhook_id: str, deliveries: list[DeliveryRead]) -> Table:
+    table = Table(
+        "id", "job", "type", "state", "tries", "last answer", "created", title=f"deliveries to {webhook_id}"
+    )
+    table.title_justify = "left"
+    table.columns[0].no_wrap = True
+    styles = {"succeeded": "green", "failed": "red", "pending": "yellow"}
+    for item in deliveries:
+        last = item.attempts[-1] if item.attempts else None
+        answer = "-" if last is None else str(last.status_code or "") or escape(last.error or "")
+        table.add_row(
+            item.id,
+            item.job_id,
+            item.type,
+            f"[{styles.get(item.state, 'white')}]{item.state}[/]",
+            str(len(item.attempts)),
+            answer,
+            item.created_at.isoformat(timespec="seconds"),
+        )
+    return table
+
+
+@webhooks_app.command("create")
+def webhooks_create(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="Where to POST each job status change (http:// or https://).")],
+    description: Annotated[str | None, typer.Option("--description", "-d", help="A note for you.")] = None,
+) -> None:
+    """Register an endpoint. Prints its signing secret once: keep it to check Distill-Signature."""
+    with session(ctx) as client:
+        hook = client.create_webhook(url, description)
+    render = object_table(hook.to_dict(), title=f"created {hook.id}")
+    render.caption = "the secret is shown only now: store it to verify each delivery's Distill-Signature"
+    emit(ctx, hook, render, [hook.id])
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Page size.")] = 20,
+    after: Annotated[str | None, typer.Option("--after", help="Cursor: a webhook id.")] = None,
+) -> None:
+    """List registered endpoints, newest first."""
+    with session(ctx) as client:
+        page = client.list_webhooks(limit=limit, after=after)
+    table = _webhooks_table(page.data)
+    if page.has_more:
+        table.caption = f"more: distill webhooks list --after {page.data[-1].id}"
+    emit(ctx, page, table, [hook.id for hook in page.data])
+
+
+@webhooks_app.command("get")
+def webhooks_get(ctx: typer.Context, webhook_id: str) -> None:
+    """Show one endpoint."""
+    with session(ctx) as client:
+        hook = client.get_webhook(webhook_id)
+    emit(ctx, hook, object_table(hook.to_dict()), [hook.id])
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(ctx: typer.Context, webhook_id: str) -> None:
+    """Stop sending to an endpoint."""
+    with session(ctx) as client:
+        answer = client.delete_webhook(webhook_id)
+    emit(ctx, answer, f"deleted {escape(answer.id)}", [answer.id])
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(
+    ctx: typer.Context,
+    webhook_id: str,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100, help="Page size.")] = 20,
+    after: Annotated[str | None, typer.Option("--after", help="Cursor: a delivery id.")] = None,
+) -> None:
+    """An endpoint's delivery log, newest first: each status change sent, its state and every try."""
+    with session(ctx) as client:
+        page = client.webhook_deliveries(webhook_id, limit=limit, after=after)
+    table = _deliveries_table(webhook_id, page.data)
+    if page.has_more:
+        table.caption = f"more: distill webhooks deliveries {webhook_id} --after {page.data[-1].id}"
+    emit(ctx, page, table, [item.id for item in page.data])
+
+
 def register(app: typer.Typer) -> None:
     """Add the user commands to the ``distill`` root app."""
     from distill.cli import demo
@@ -540,4 +653,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(files_app, name="files")
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(artifacts_app, name="artifacts")
+    app.add_typer(webhooks_app, name="webhooks")
     app.command("demo")(demo.main)

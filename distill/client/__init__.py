@@ -5,6 +5,20 @@
 
 from __future__ import annotations
 
-from distill.client.sdk import DEFAULT_API_URL, TERMINAL_STATUSES, Client, DistillError
+from distill.client.sdk import (
+    DEFAULT_API_URL,
+    TERMINAL_STATUSES,
+    Client,
+    DistillError,
+    StreamItem,
+    StreamUnavailable,
+)
 
-__all__ = ["DEFAULT_API_URL", "TERMINAL_STATUSES", "Client", "DistillError"]
+__all__ = [
+    "DEFAULT_API_URL",
+    "TERMINAL_STATUSES",
+    "Client",
+    "DistillError",
+    "StreamItem",
+    "StreamUnavailable",
+]

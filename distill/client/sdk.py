@@ -20,9 +20,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -37,8 +40,20 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
+from tenacity.stop import stop_base
 
-from distill.schemas import ArtifactRead, EventRead, FileDeleted, FileRead, JobRead, ListRead
+from distill.schemas import (
+    ArtifactRead,
+    DeliveryRead,
+    EventRead,
+    FileDeleted,
+    FileRead,
+    JobRead,
+    ListRead,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookRead,
+)
 from distill.spec import JobSpec
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
@@ -151,6 +166,67 @@ class DistillError(Exception):
             return None  # absent, or an HTTP date (then the backoff decides)
 
 
+class StreamUnavailable(DistillError):
+    """The server does not offer the event stream (an older API, or a proxy in between that answers
+    something other than ``text/event-stream``): :meth:`Client.wait` falls back to polling."""
+
+
+@dataclass(frozen=True)
+class _SSEBlock:
+    """One dispatched server-sent event block (``data`` None: a comment or a ``retry:`` only block)."""
+
+    id: str | None
+    event: str | None
+    data: str | None
+
+
+def _sse_blocks(lines: Iterator[str]) -> Iterator[_SSEBlock]:
+    """Parse ``text/event-stream`` lines into blocks (the WHATWG rules Distill's stream uses: ``id``,
+    ``event``, ``data`` (several lines joined by newlines), comments; a block ends at a blank line)."""
+    ident: str | None = None
+    event: str | None = None
+    data: list[str] = []
+    seen = False
+    for line in lines:
+        if line == "":
+            if seen:
+                yield _SSEBlock(ident, event, "\n".join(data) if data else None)
+            ident, event, data, seen = None, None, [], False
+            continue
+        seen = True
+        name, colon, value = line.partition(":")
+        if not colon:
+            name, value = line, ""
+        value = value.removeprefix(" ")
+        if name == "id":
+            ident = value
+        elif name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """What :meth:`Client.follow_events` yields: ``connected`` (each time a connection is opened), an
+    ``event``, a ``keep-alive`` (the stream is quiet), or the ``end`` with the job's terminal ``status``."""
+
+    kind: Literal["connected", "event", "keep-alive", "end"]
+    event: EventRead | None = None
+    status: str | None = None
+
+
+class _StopAfterFailures(stop_base):
+    """Stop when the stream failed ``limit`` times in a row without delivering an event."""
+
+    def __init__(self, counter: list[int], limit: int) -> None:
+        self.counter = counter
+        self.limit = limit
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.counter[0] > self.limit
+
+
 def _drop_none(params: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in params.items() if value is not None}
 
@@ -182,11 +258,15 @@ class Client:
         retries: int = 4,
         backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
+        stream_read_timeout: float = 60.0,
     ) -> None:
         self.base_url = (base_url or os.environ.get("DISTILL_API_URL") or DEFAULT_API_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("DISTILL_API_KEY") or None
         self.retries = max(0, retries)
         self.backoff = max(0.0, backoff)
+        self.timeout = timeout
+        self.stream_read_timeout = stream_read_timeout
+        """A stream silent for this long (the server sends a keep-alive every 15 s) is reconnected."""
         headers = {"User-Agent": USER_AGENT}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -371,6 +451,112 @@ class Client:
                 return
             after = page.data[-1].seq
 
+    def follow_events(
+        self, job_id: str, after: int | None = None, *, opened: Callable[[httpx.Response], None] | None = None
+    ) -> Iterator[StreamItem]:
+        """Follow ``GET /v1/jobs/{id}/events?stream=true`` (server-sent events) from ``seq > after`` until
+        the job has ended, yielding each event once, keep-alives, and finally the ``end`` with its status.
+
+        A dropped or silent connection (``stream_read_timeout``) is opened again with ``Last-Event-ID``
+        set to the last event seen, so no event is lost or repeated; ``retries + 1`` failures in a row
+        without an event between them raise :class:`DistillError` (``connection_error``). An error answer
+        raises at once; a server without the stream raises :class:`StreamUnavailable`. ``opened`` is
+        called with each connection's response (to close it from another thread).
+        """
+        last = [after]
+        failures = [0]
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, DistillError) and exc.retry_after is not None:
+                return exc.retry_after
+            if failures[0] <= 1 or self.backoff == 0:
+                return min(self.backoff, 0.2)  # a drop after progress: reconnect at once
+            return float(min(30.0, self.backoff * 2 ** (failures[0] - 2)))
+
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=_StopAfterFailures(failures, self.retries),
+            wait=wait,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                try:
+                    with contextlib.closing(self._stream_once(job_id, last[0], opened)) as items:
+                        for item in items:
+                            if item.kind == "event" and item.event is not None:
+                                if last[0] is not None and item.event.seq <= last[0]:
+                                    continue  # already delivered (a server that resent it)
+                                last[0] = item.event.seq
+                                failures[0] = 0
+                            yield item
+                            if item.kind == "end":
+                                return
+                except DistillError:
+                    failures[0] += 1
+                    raise
+                failures[0] += 1
+                raise DistillError(None, "connection_error", f"the event stream of {job_id} ended early")
+
+    def _stream_once(
+        self, job_id: str, after: int | None, opened: Callable[[httpx.Response], None] | None
+    ) -> Generator[StreamItem]:
+        """One connection to the stream; returns when it ends (with or without the ``end`` event)."""
+        path = f"/v1/jobs/{job_id}/events"
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        timeout = httpx.Timeout(self.timeout, read=self.stream_read_timeout)
+        try:
+            with self._http.stream(
+                "GET", path, params={"stream": "true"}, headers=headers, timeout=timeout
+            ) as response:
+                if response.status_code >= 300:
+                    response.read()
+                    error = DistillError.from_response(response)
+                    if response.status_code in (405, 406, 501):
+                        raise StreamUnavailable(error.status, "stream_unavailable", error.message)
+                    raise error
+                content_type = response.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    raise StreamUnavailable(
+                        response.status_code,
+                        "stream_unavailable",
+                        f"GET {path}?stream=true answered {content_type or 'no content type'}",
+                    )
+                if opened is not None:
+                    opened(response)
+                yield StreamItem("connected")
+                for block in _sse_blocks(response.iter_lines()):
+                    if block.event == "end":
+                        status = None
+                        with contextlib.suppress(ValueError, TypeError, AttributeError):
+                            status = str(_END.validate_json(block.data or "{}").get("status"))
+                        yield StreamItem("end", status=status)
+                        return
+                    if block.data is None:
+                        yield StreamItem("keep-alive")
+                        continue
+                    try:
+                        event = EventRead.model_validate_json(block.data)
+                    except ValidationError as exc:
+                        raise DistillError(
+                            None, "bad_response", f"GET {path}?stream=true: not an event: {exc}"
+                        ) from exc
+                    yield StreamItem("event", event=event)
+        except httpx.TimeoutException as exc:
+            raise DistillError(None, "timeout", f"the event stream of {job_id} went silent") from exc
+        except httpx.TransportError as exc:  # refused, reset, or cut mid-body (RemoteProtocolError)
+            raise DistillError(None, "connection_error", f"event stream of {job_id}: {exc}") from exc
+
+    def stream_events(self, job_id: str, after: int | None = None) -> Iterator[EventRead]:
+        """Each event of the job (``seq > after``) as it is written, once, until the job has ended
+        (see :meth:`follow_events`)."""
+        for item in self.follow_events(job_id, after):
+            if item.event is not None:
+                yield item.event
+
     def wait(
         self,
         job_id: str,
@@ -379,15 +565,105 @@ class Client:
         timeout: float | None = None,
         *,
         events_after: int | None = None,
+        stream: bool = True,
     ) -> JobRead:
         """Follow the job and its new events until a terminal status; returns the final job.
 
-        ``on_update(job, new_events)`` is called after every poll (``new_events`` may be empty). The job is
-        read before the events, so the last call carries every event written before the job finished.
-        Events come from ``seq > events_after`` (all of them by default). Each read is retried as any
-        idempotent call is; ``timeout`` (seconds) raises ``DistillError`` code ``timeout``.
+        Events come from the server-sent event stream (resumed after a dropped connection), falling back
+        to polling the events page every ``poll_interval`` seconds when the server has no stream (or
+        ``stream=False``). ``on_update(job, new_events)`` is called for each batch of new events and at
+        least every ``poll_interval`` seconds (with the job read again: its step progress), each event
+        exactly once; the last call carries every event written before the job finished. Events come from
+        ``seq > events_after`` (all of them by default); ``timeout`` (seconds) raises ``DistillError``
+        code ``timeout``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if stream:
+            seen = [events_after]
+            try:
+                return self._wait_streaming(job_id, poll_interval, on_update, deadline, timeout, seen)
+            except StreamUnavailable:
+                events_after = seen[0]
+        return self._wait_polling(job_id, poll_interval, on_update, deadline, timeout, events_after)
+
+    def _wait_streaming(
+        self,
+        job_id: str,
+        poll_interval: float,
+        on_update: UpdateCallback | None,
+        deadline: float | None,
+        timeout: float | None,
+        seen: list[int | None],
+    ) -> JobRead:
+        """:meth:`wait` on the stream: a thread reads it into a queue; this one re-reads the job between
+        events (step progress) and hands both to ``on_update``. ``seen[0]``: the last event's seq."""
+        items: queue.Queue[StreamItem | BaseException] = queue.Queue()
+        stop = threading.Event()
+        responses: list[httpx.Response] = []
+
+        def read() -> None:
+            try:
+                for item in self.follow_events(job_id, seen[0], opened=responses.append):
+                    items.put(item)
+                    if stop.is_set():
+                        return
+            except BaseException as exc:  # handed to the waiting thread, which raises it
+                items.put(exc)
+
+        reader = threading.Thread(target=read, name=f"distill-stream-{job_id}", daemon=True)
+        reader.start()
+        try:
+            job: JobRead | None = None  # read once the stream is open (else polling takes over)
+            last_read = 0.0
+            while True:
+                wait_for = poll_interval
+                if deadline is not None:
+                    wait_for = min(wait_for, max(0.0, deadline - time.monotonic()))
+                batch: list[StreamItem | BaseException] = []
+                try:
+                    batch.append(items.get(timeout=wait_for))
+                    while True:
+                        batch.append(items.get_nowait())
+                except queue.Empty:
+                    pass
+                failure = next((b for b in batch if isinstance(b, BaseException)), None)
+                got = [b for b in batch if isinstance(b, StreamItem)]
+                if job is None and not got and failure is not None:
+                    raise failure  # StreamUnavailable before anything came: wait() polls instead
+                events = [b.event for b in got if b.event is not None]
+                if events:
+                    seen[0] = events[-1].seq
+                ended = any(b.kind == "end" for b in got)
+                if job is not None or got:
+                    first = job is None
+                    if job is None or events or ended or time.monotonic() - last_read >= poll_interval:
+                        job = self.get_job(job_id)
+                        last_read = time.monotonic()
+                    if on_update is not None and (first or events or ended or not got):
+                        on_update(job, events)
+                if failure is not None:
+                    raise failure
+                if ended and job is not None:
+                    return job if job.status in TERMINAL_STATUSES else self.get_job(job_id)
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise DistillError(None, "timeout", f"job {job_id} did not finish within {timeout} s")
+        finally:
+            stop.set()
+            for response in responses:
+                with contextlib.suppress(Exception):
+                    response.close()
+
+    def _wait_polling(
+        self,
+        job_id: str,
+        poll_interval: float,
+        on_update: UpdateCallback | None,
+        deadline: float | None,
+        timeout: float | None,
+        events_after: int | None,
+    ) -> JobRead:
+        """:meth:`wait` by polling: the job, then its events page. The job is read before the events, so
+        the last call carries every event written before the job finished."""
         last_seq = events_after
         while True:
             job = self.get_job(job_id)
@@ -401,6 +677,48 @@ class Client:
             if deadline is not None and time.monotonic() >= deadline:
                 raise DistillError(None, "timeout", f"job {job_id} did not finish within {timeout} s")
             time.sleep(poll_interval)
+
+    # -- webhooks ----------------------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, description: str | None = None) -> WebhookCreated:
+        """Register an endpoint that receives every status change of the tenant's jobs (sent once). The
+        answer's ``secret`` signs each delivery (``Distill-Signature``) and is never shown again."""
+        body = _drop_none({"url": url, "description": description})
+        return self._call(WebhookCreated, "POST", "/v1/webhooks", idempotent=False, json=body)
+
+    def list_webhooks(self, limit: int | None = None, after: str | None = None) -> ListRead[WebhookRead]:
+        params = {"limit": limit, "after": after}
+        return self._call(ListRead[WebhookRead], "GET", "/v1/webhooks", idempotent=True, params=params)
+
+    def iter_webhooks(self, page_size: int | None = None) -> Iterator[WebhookRead]:
+        """Every registered endpoint, following the ``after`` cursor while ``has_more``."""
+        after: str | None = None
+        while True:
+            page = self.list_webhooks(limit=page_size, after=after)
+            yield from page.data
+            if not page.has_more or not page.data:
+                return
+            after = page.data[-1].id
+
+    def get_webhook(self, webhook_id: str) -> WebhookRead:
+        return self._call(WebhookRead, "GET", f"/v1/webhooks/{webhook_id}", idempotent=True)
+
+    def delete_webhook(self, webhook_id: str) -> WebhookDeleted:
+        """Stop sending to this endpoint (its delivery log goes with it)."""
+        return self._call(WebhookDeleted, "DELETE", f"/v1/webhooks/{webhook_id}", idempotent=True)
+
+    def webhook_deliveries(
+        self, webhook_id: str, limit: int | None = None, after: str | None = None
+    ) -> ListRead[DeliveryRead]:
+        """One page of the endpoint's delivery log, newest first: each delivery's state and every try."""
+        params = {"limit": limit, "after": after}
+        return self._call(
+            ListRead[DeliveryRead],
+            "GET",
+            f"/v1/webhooks/{webhook_id}/deliveries",
+            idempotent=True,
+            params=params,
+        )
 
     # -- artifacts ---------------------------------------------------------------------------------------
 
@@ -496,3 +814,4 @@ class Client:
 
 
 _HEALTH: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, str])
+_END: TypeAdapter[dict[str, Any]] = TypeAdapter(dict[str, Any])

@@ -5,11 +5,14 @@ Each test starts from empty tables (truncated after the test) and an empty queue
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
-from helpers import delete_queue_keys
+from helpers import delete_queue_keys, free_port, wait_for
 from services_app import new_key, prepare, settings_from_env
 from sqlalchemy import text
 
@@ -56,3 +59,22 @@ def globex(api_settings: Settings) -> dict[str, str]:
 @pytest.fixture
 def client(app_client: TestClient) -> TestClient:
     return app_client
+
+
+@pytest.fixture(scope="module")
+def live_url(api_settings: Settings) -> Iterator[str]:
+    """The API over real HTTP (streams read as they are written), polling fast, quiet for 0.3 s at most."""
+    settings = api_settings.model_copy(
+        update={"stream_poll_seconds": 0.05, "stream_keepalive_seconds": 0.3, "webhooks_dispatch": False}
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -8,47 +8,23 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
-from helpers import free_port, wait_for
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
 from distill.clock import utcnow
 from distill.db import transaction
 from distill.events import append_event
-from distill.settings import Settings
 from distill.storage import artifact_key
 from distill.tables import Artifact, Job, JobEvent
 
 DIGITS = {"data": {"train": {"builtin": "digits"}}, "training": {"epochs": 3, "batch_size": 10}}
-
-
-@pytest.fixture(scope="module")
-def live_url(api_settings: Settings) -> Iterator[str]:
-    """The API over real HTTP (streams read as they are written), polling fast, quiet for 0.3 s at most."""
-    settings = api_settings.model_copy(
-        update={"stream_poll_seconds": 0.05, "stream_keepalive_seconds": 0.3, "webhooks_dispatch": False}
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

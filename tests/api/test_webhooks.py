@@ -286,3 +286,50 @@ def test_deleting_an_endpoint_stops_its_deliveries(client, acme, hooks, dispatch
     submit(client, acme)
     dispatcher.run_once()
     assert hooks.requests == []
+
+
+# ------------------------------------------------------------------------------------ client and CLI
+
+
+def test_the_client_and_the_cli_manage_webhooks_with_typed_answers(
+    client, acme, hooks, dispatcher, live_url, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from distill import Client
+    from distill.cli import app
+    from distill.schemas import DeliveryRead, WebhookCreated, WebhookRead
+
+    monkeypatch.setenv("COLUMNS", "220")
+    key = acme["Authorization"].removeprefix("Bearer ")
+    cli = ["--api-url", live_url, "--api-key", key]
+    runner = CliRunner()
+    created = runner.invoke(app, [*cli, "--json", "webhooks", "create", hooks.url, "-d", "ci"])
+    assert created.exit_code == 0, created.output
+    hook = WebhookCreated.model_validate_json(created.stdout)
+    assert hook.secret and hook.description == "ci"
+
+    with Client(live_url, key) as api:
+        listed = api.list_webhooks()
+        assert [type(h) for h in listed.data] == [WebhookRead] and listed.data[0].id == hook.id
+        assert "secret" not in listed.data[0]  # shown once, at creation
+        assert api.get_webhook(hook.id).url == hooks.url
+        job_id = submit(client, acme)
+        assert client.post(f"/v1/jobs/{job_id}/cancel", headers=acme).status_code == 200
+        assert dispatcher.run_once() == 2
+        log = api.webhook_deliveries(hook.id).data
+    assert all(isinstance(entry, DeliveryRead) for entry in log)
+    assert [(d.type, d.state, d.attempts[0].status_code) for d in log] == [
+        ("job.cancelled", "succeeded", 200),
+        ("job.queued", "succeeded", 200),
+    ]
+
+    shown = runner.invoke(app, [*cli, "webhooks", "deliveries", hook.id])
+    assert shown.exit_code == 0, shown.output
+    assert "job.cancelled" in shown.stdout and "job.queued" in shown.stdout and job_id in shown.stdout
+    ids = runner.invoke(app, [*cli, "-q", "webhooks", "list"])
+    assert ids.stdout.split() == [hook.id]
+    deleted = runner.invoke(app, [*cli, "webhooks", "delete", hook.id])
+    assert deleted.exit_code == 0 and f"deleted {hook.id}" in deleted.stdout
+    gone = runner.invoke(app, [*cli, "webhooks", "get", hook.id])
+    assert gone.exit_code == 1 and "404" in gone.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,8 +29,20 @@ class TrainCallbacks(Protocol):
     def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
         """After each optimizer step; ``step`` counts from 1 to ``steps`` over all epochs."""
 
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
-        """After each epoch: ``train_loss``, each loss term's epoch mean and the evaluation's metrics."""
+    def on_epoch(
+        self,
+        *,
+        epoch: int,
+        epochs: int,
+        step: int,
+        steps: int,
+        metrics: dict[str, float],
+        learning_rate: float,
+        throughput: float | None,
+    ) -> None:
+        """After each epoch: ``train_loss``, each loss term's epoch mean and the evaluation's metrics; the
+        learning rate at the epoch's end (the first parameter group's, after the scheduler) and the
+        training throughput in examples per second (the epoch's optimizer steps, evaluation excluded)."""
 
     def should_stop(self) -> bool:
         """Polled before each step; true stops training at once (e.g. the job was cancelled)."""
@@ -41,7 +54,17 @@ class NoCallbacks:
     def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
         pass
 
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+    def on_epoch(
+        self,
+        *,
+        epoch: int,
+        epochs: int,
+        step: int,
+        steps: int,
+        metrics: dict[str, float],
+        learning_rate: float,
+        throughput: float | None,
+    ) -> None:
         pass
 
     def should_stop(self) -> bool:
@@ -187,6 +210,7 @@ def fit(
             totals.zero_()
         (loop.train_mode or model.train)()
         batches = list(range(position, n, bs))
+        epoch_started, trained = time.perf_counter(), n - position
         for b, start in enumerate(batches):
             if cb.should_stop():
                 model.eval()
@@ -213,7 +237,8 @@ def fit(
             if checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and more:
                 checkpoint(snapshot(epoch, start + bs, epoch_shuffle))
 
-        means = dict(zip(loop.keys, (totals / n).tolist(), strict=True))
+        means = dict(zip(loop.keys, (totals / n).tolist(), strict=True))  # (reading them syncs the device)
+        seconds = time.perf_counter() - epoch_started
         first = loop.keys[0]
         check_finite(epoch, means[first], loop.learning_rate)
         metrics = {"train_loss": means.pop(first), **means}
@@ -221,7 +246,15 @@ def fit(
         with torch.inference_mode():
             metrics |= loop.evaluate()
         history.append({"epoch": float(epoch), **metrics})
-        cb.on_epoch(epoch=epoch, epochs=epochs, step=step, steps=steps, metrics=metrics)
+        cb.on_epoch(
+            epoch=epoch,
+            epochs=epochs,
+            step=step,
+            steps=steps,
+            metrics=metrics,
+            learning_rate=float(loop.optimizer.param_groups[0]["lr"]),
+            throughput=trained / seconds if seconds > 0 and trained > 0 else None,
+        )
         if checkpoint is not None:
             totals.zero_()
             checkpoint(snapshot(epoch + 1, 0, shuffle.get_state()))

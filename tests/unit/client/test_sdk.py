@@ -296,6 +296,97 @@ def test_wait_retries_transient_errors_but_not_client_errors() -> None:
     assert info.value.status == 404
 
 
+# -- the event stream ----------------------------------------------------------------------------------------
+
+
+def sse(*events: dict[str, Any], end: str | None = None, comment: bool = False) -> bytes:
+    """A ``text/event-stream`` body as the API writes it (``retry`` first, an optional keep-alive)."""
+    parts = ["retry: 2000\n\n"]
+    if comment:
+        parts.append(": keep-alive\n\n")
+    parts += [f"id: {e['seq']}\ndata: {json.dumps(e)}\n\n" for e in events]
+    if end is not None:
+        parts.append(f"event: end\ndata: {json.dumps({'status': end})}\n\n")
+    return "".join(parts).encode()
+
+
+def test_a_stream_cut_short_is_resumed_after_the_last_event_id_without_repeats() -> None:
+    seen_ids: list[str | None] = []
+    bodies = [
+        sse(event_body(1, "job queued"), event_body(2, "job started")),  # ends without `end`: dropped
+        sse(event_body(2, "job started"), event_body(3, "epoch 1/1"), comment=True),  # a resent event
+        sse(event_body(4, "job succeeded"), end="succeeded"),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["stream"] == "true"
+        seen_ids.append(request.headers.get("last-event-id"))
+        body = bodies[len(seen_ids) - 1]
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream; charset=utf-8"})
+
+    with make_client(handler) as client:
+        items = list(client.follow_events("job_1"))
+    assert seen_ids == [None, "2", "3"]
+    assert [i.event.seq for i in items if i.event is not None] == [1, 2, 3, 4]
+    assert [i.kind for i in items].count("connected") == 3
+    assert "keep-alive" in [i.kind for i in items]
+    assert items[-1].kind == "end" and items[-1].status == "succeeded"
+
+
+def test_a_stream_that_keeps_dropping_without_events_gives_up() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        return httpx.Response(200, content=sse(), headers={"content-type": "text/event-stream"})
+
+    client = Client(API, KEY, backoff=0, retries=2, transport=httpx.MockTransport(handler))
+    with client, pytest.raises(DistillError) as info:
+        list(client.stream_events("job_1"))
+    assert info.value.code == "connection_error" and calls["n"] == 3
+
+
+def test_wait_falls_back_to_polling_when_the_server_has_no_stream() -> None:
+    fake = FakeJob(["running", "succeeded"])
+    streams = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("stream") == "true":
+            streams["n"] += 1  # an older API ignores `stream` and answers the JSON page
+        return fake.handler(request)
+
+    seen: list[int] = []
+    with make_client(handler) as client:
+        final = client.wait(
+            "job_1", poll_interval=0, on_update=lambda job, events: seen.extend(e.seq for e in events)
+        )
+    assert final.status == "succeeded" and streams["n"] == 1
+    assert seen == [1, 2]
+
+
+def test_wait_follows_the_stream_and_reads_the_job_for_each_batch() -> None:
+    reads = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            assert request.url.params["stream"] == "true"  # never the polled page
+            body = sse(
+                event_body(1, "job queued"), event_body(2, "epoch 1/1", val_accuracy=0.5), end="succeeded"
+            )
+            return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        reads["n"] += 1  # the stream has ended (its whole body is sent at once): the job has too
+        return httpx.Response(200, json=job_body("job_1", "succeeded"))
+
+    updates: list[tuple[str, list[int]]] = []
+    with make_client(handler) as client:
+        final = client.wait(
+            "job_1", poll_interval=5, on_update=lambda j, e: updates.append((j.status, [x.seq for x in e]))
+        )
+    assert final.status == "succeeded"
+    assert [seq for _, seqs in updates for seq in seqs] == [1, 2]  # each once, with no 5 s poll waited
+    assert updates[-1][0] == "succeeded" and 1 <= reads["n"] <= 3
+
+
 # -- retries -------------------------------------------------------------------------------------------------
 
 

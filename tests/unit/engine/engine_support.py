@@ -23,13 +23,26 @@ class Recorder(NoCallbacks):
     def __init__(self, stop_after: int | None = None) -> None:
         self.steps: list[tuple[int, int, int, int]] = []
         self.epochs: list[dict[str, float]] = []
+        self.rates: list[tuple[float, float | None]] = []
+        """Per epoch: the learning rate and the throughput (examples per second) ``fit`` reported."""
         self.stop_after = stop_after
 
     def on_step(self, *, epoch: int, epochs: int, step: int, steps: int) -> None:
         self.steps.append((epoch, epochs, step, steps))
 
-    def on_epoch(self, *, epoch: int, epochs: int, step: int, steps: int, metrics: dict[str, float]) -> None:
+    def on_epoch(
+        self,
+        *,
+        epoch: int,
+        epochs: int,
+        step: int,
+        steps: int,
+        metrics: dict[str, float],
+        learning_rate: float,
+        throughput: float | None,
+    ) -> None:
         self.epochs.append(metrics)
+        self.rates.append((learning_rate, throughput))
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.steps) >= self.stop_after

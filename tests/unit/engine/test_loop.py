@@ -95,3 +95,14 @@ def test_no_checkpoint_callback_no_state_and_cancellation_stops_at_once() -> Non
     out = fit(loop, rec)
     assert out.stopped and out.steps == 5 and out.history == []
     assert not model.training
+
+
+def test_each_epoch_reports_the_learning_rate_after_the_scheduler_and_the_throughput() -> None:
+    _, loop = linear_loop(batch_size=8, accumulate=1)
+    loop.scheduler = torch.optim.lr_scheduler.StepLR(loop.optimizer, step_size=8, gamma=0.1)  # 8 steps/epoch
+    rec = Recorder()
+    out = fit(loop, rec)
+    assert [round(lr, 6) for lr, _ in rec.rates] == [0.05, 0.005]
+    assert all(rate is not None and rate > 0 for _, rate in rec.rates)
+    # the rates are the event's, not the history's: a resumed run's history equals an uninterrupted one's
+    assert all("learning_rate" not in h and "throughput" not in h for h in out.history)
