@@ -7,6 +7,7 @@ shutdown, a lost lease); the training loop sees it at its next step through ``Tr
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -87,7 +88,11 @@ class JobLease:
         self.lost = False
         self.timed_out = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"lease-{job.id}", daemon=True)
+        # the heartbeat's log lines carry the job's log context (job_id, tenant) as the runner's do
+        beat = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=beat.run, args=(self._beat,), name=f"lease-{job.id}", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

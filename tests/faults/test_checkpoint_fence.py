@@ -155,3 +155,25 @@ def test_the_reconciler_deletes_the_checkpoints_of_a_job_it_fails_unless_kept(
     reclaimed, _ = reconciler.once()
     assert [(r.job_id, r.status) for r in reclaimed] == [(job.id, "failed")]
     assert len(list_checkpoints(store, job.tenant_id, job.id)) == (1 if keep else 0)
+
+
+def test_the_heartbeat_threads_log_lines_carry_the_jobs_log_context(sessions, settings, caplog):
+    from distill.logs import ContextFilter, log_context
+
+    job = claimed(sessions, settings)
+    fast = settings.model_copy(update={"heartbeat_seconds": 0.05})
+    with log_context(job_id=job.id, tenant="acme"):
+        lease = lease_of(job, "w1/a", fast, sessions)
+    with transaction(sessions) as session:  # another worker holds the job now
+        session.execute(update(Job).where(Job.id == job.id).values(lease_owner="w2/b"))
+    handler_filter = ContextFilter()
+    caplog.handler.addFilter(handler_filter)
+    try:
+        with caplog.at_level("WARNING", logger="worker.lease"):
+            lease.start()
+            lease._thread.join(timeout=10)  # it returns once it finds the lease gone
+    finally:
+        caplog.handler.removeFilter(handler_filter)
+    lines = [r for r in caplog.records if "heartbeat found the lease gone" in r.getMessage()]
+    assert lines and all(getattr(r, "job_id", None) == job.id for r in lines)
+    assert all(getattr(r, "tenant", None) == "acme" for r in lines)
