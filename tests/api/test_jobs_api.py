@@ -162,8 +162,12 @@ def test_cancel_queued_job_is_immediate_and_finished_job_answers_409(client, acm
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert response.json()["finished_at"] is not None
-    messages = [e["message"] for e in client.get(f"/v1/jobs/{job_id}/events", headers=acme).json()["data"]]
-    assert messages == ["job queued", "job cancelled before it started"]
+    events = client.get(f"/v1/jobs/{job_id}/events", headers=acme).json()["data"]
+    assert [e["message"] for e in events] == ["job queued", "job cancelled before it started"]
+    assert [e["data"] for e in events] == [
+        {"status": "queued"},
+        {"status": "cancelled"},
+    ]  # status events say it
     again = client.post(f"/v1/jobs/{job_id}/cancel", headers=acme)
     assert again.status_code == 409
     assert "already finished" in again.json()["error"]["message"]

@@ -92,6 +92,13 @@ def test_an_expired_lease_is_taken_back_once_and_fences_out_the_old_worker(sessi
     job = row(sessions, job_id)
     assert job.status == "queued" and job.lease_owner is None and job.wakeup_sent_at is None
     assert any(m.startswith("job taken back: worker w1/a") for m in messages(sessions, job_id))
+    with sessions() as session:  # the event says the status it records (webhooks and streams key on it)
+        back = (
+            session.query(JobEvent)
+            .filter(JobEvent.job_id == job_id, JobEvent.message.like("job taken%"))
+            .one()
+        )
+        assert back.data["status"] == "queued" and back.data["worker"] == "w1/a"
     with sessions() as session:
         assert job_id in lifecycle.wakeups_due(session, resend_after_seconds=600)
     with transaction(sessions) as session:
@@ -111,6 +118,9 @@ def test_past_the_attempt_limit_a_lost_job_fails_with_worker_lost(sessions):
     assert job.status == "failed"
     assert job.error is not None and job.error["code"] == "worker_lost"
     assert "w1/x" in job.error["message"] and "2 times" in job.error["message"]
+    with sessions() as session:
+        last = session.query(JobEvent).filter_by(job_id=job_id).order_by(JobEvent.seq.desc()).first()
+        assert last is not None and last.data["status"] == "failed"
 
 
 def test_cancel_of_a_job_whose_worker_died_is_immediate(sessions):
