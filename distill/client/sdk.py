@@ -570,10 +570,11 @@ class Client:
         """Follow the job and its new events until a terminal status; returns the final job.
 
         Events come from the server-sent event stream (resumed after a dropped connection), falling back
-        to polling the events page every ``poll_interval`` seconds when the server has no stream (or
-        ``stream=False``). ``on_update(job, new_events)`` is called for each batch of new events and at
-        least every ``poll_interval`` seconds (with the job read again: its step progress), each event
-        exactly once; the last call carries every event written before the job finished. Events come from
+        to polling the events page every ``poll_interval`` seconds when the server has no stream, when the
+        stream keeps failing (``retries + 1`` times in a row without an event), or with ``stream=False``.
+        ``on_update(job, new_events)`` is called for each batch of new events and at least every
+        ``poll_interval`` seconds (with the job read again: its step progress), each event exactly once;
+        the last call carries every event written before the job finished. Events come from
         ``seq > events_after`` (all of them by default); ``timeout`` (seconds) raises ``DistillError``
         code ``timeout``.
         """
@@ -641,6 +642,10 @@ class Client:
                         last_read = time.monotonic()
                     if on_update is not None and (first or events or ended or not got):
                         on_update(job, events)
+                if isinstance(failure, DistillError) and failure.transient:  # the stream kept failing
+                    raise StreamUnavailable(
+                        None, "stream_unavailable", f"the event stream kept failing ({failure})"
+                    ) from failure
                 if failure is not None:
                     raise failure
                 if ended and job is not None:

@@ -571,3 +571,23 @@ def test_download_of_an_unlisted_artifact(tmp_path: Path) -> None:
     assert info.value.code == "not_found"
     with make_client(FakeStore().handler) as client, pytest.raises(DistillError):
         client.download_artifact("job_1", "../model.safetensors", tmp_path)
+
+
+def test_wait_polls_when_the_stream_keeps_failing_but_the_api_answers() -> None:
+    fake = FakeJob(["running", "running", "succeeded"])
+    streams = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.params.get("stream") == "true":
+            streams["n"] += 1  # e.g. a proxy that cuts long responses at once
+            return httpx.Response(200, content=sse(), headers={"content-type": "text/event-stream"})
+        return fake.handler(request)
+
+    client = Client(API, KEY, backoff=0, retries=1, transport=httpx.MockTransport(handler))
+    seen: list[int] = []
+    with client:
+        final = client.wait(
+            "job_1", poll_interval=0, on_update=lambda job, events: seen.extend(e.seq for e in events)
+        )
+    assert final.status == "succeeded" and streams["n"] == 2
+    assert seen == sorted(set(seen)) and seen[-1] == len(fake.events)  # every event once, in order
