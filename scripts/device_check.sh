@@ -5,7 +5,8 @@
 #
 #   run(command="bash scripts/device_check.sh", carry=[".device-wheels"], timeout_s=540)
 #
-# Outputs (speed.txt, demo.txt, results.json, report.json, curves.svg, standalone.log) go to $OUT when set.
+# Outputs (speed.txt, demo.txt, worker-metrics.txt, results.json, report.json, curves.svg, standalone.log)
+# go to $OUT when set.
 # Exit status 0 only when every step ran and the demo's report says it trained on the chosen device.
 #
 #   DEVICE_CHECK_DEVICE=cpu       the same flow without a GPU (to test this script anywhere)
@@ -126,5 +127,24 @@ for row in results["rows"]:
 print(f"  distilled gain over scratch {results['distilled_gain_over_scratch']:+.4f}")
 if not report["environment"]["device"].startswith(device.split(":")[0]):
     sys.exit(f"the job trained on {report['environment']['device']}, not {device}")
+EOF
+section "7. the worker's GPU exporter (worker/metrics.py) after a 256 MiB allocation"
+"$PY" - "$DEVICE" <<'EOF' | tee "$WORK/worker-metrics.txt"
+import socket, sys, urllib.request
+import torch
+from worker.metrics import serve_metrics
+device = sys.argv[1]
+held = torch.empty(64 << 20, device=device) if device != "cpu" else None  # 256 MiB of float32
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = serve_metrics("device-check", port, "127.0.0.1")
+text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+server.shutdown()
+lines = [line for line in text.splitlines() if line.startswith("distill_worker_gpu")]
+print("\n".join(lines) or "(no samples: no GPU)")
+allocated = [float(l.split()[-1]) for l in lines if l.startswith("distill_worker_gpu_memory_allocated_bytes{")]
+if device != "cpu" and not (allocated and allocated[0] >= 256 << 20):
+    sys.exit(f"the exporter did not see the allocation: {allocated}")
 EOF
 echo "bench.speed: $([[ $speed_rc == 0 ]] && echo 'every ratio met 1.10' || echo 'ran; some ratio above 1.10')"
