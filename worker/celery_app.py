@@ -11,10 +11,10 @@ from functools import cache
 from typing import Any
 
 import torch
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from distill.db import engine_for, make_session_factory
-from distill.queue import RUN_JOB_TASK, make_celery
+from distill.queue import RUN_JOB_TASK, enqueue_job, make_celery
 from distill.settings import get_settings
 from distill.storage import make_store
 from worker.reconciler import Reconciler
@@ -32,7 +32,12 @@ def get_runner() -> Runner:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     engine = engine_for(settings)
-    return Runner(settings=settings, session_factory=make_session_factory(engine), store=make_store(settings))
+    return Runner(
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        store=make_store(settings),
+        wake=lambda job_id, queue: enqueue_job(app, job_id, queue),
+    )
 
 
 @cache
@@ -44,6 +49,14 @@ def get_reconciler() -> Reconciler:
         queue=app,
         store=make_store(settings),  # it deletes the checkpoints of the jobs it ends
     )
+
+
+@worker_process_init.connect
+def _warm_up_runner(**_kwargs: Any) -> None:
+    """The process that runs jobs (a prefork child, or the worker itself with the solo pool, which sends
+    this signal too) makes and warms its runner (engine, a connection, compiled statements, the store's
+    client) before its first job: that job used to be picked up in 246 ms against 7 ms for the next."""
+    get_runner().warm_up()
 
 
 @worker_ready.connect
