@@ -12,6 +12,8 @@ import math
 import time
 
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage as AsyncStorage
+from limits.aio.strategies import FixedWindowRateLimiter as AsyncFixedWindowRateLimiter
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
@@ -35,9 +37,12 @@ class RateLimited(ApiError):
 class RateLimiter:
     """Fixed-window counters per key for each limit in ``settings.rate_limit`` ("20/second;1200/minute")."""
 
-    def __init__(self, items: list[RateLimitItem], storage: Storage) -> None:
+    def __init__(self, items: list[RateLimitItem], storage: Storage, *, shared: bool = False) -> None:
         self.items = items
         self.storage = storage
+        self.shared = shared
+        """Counted in Redis (a round trip: the async path uses :class:`AsyncRateLimiter`), rather than in
+        this process's memory (no I/O: safe to call from the event loop)."""
         self._limiter = FixedWindowRateLimiter(storage)
 
     def hit(self, ident: str) -> None:
@@ -54,6 +59,38 @@ class RateLimiter:
             raise RateLimited(str(item), max(1, math.ceil(reset - time.time())))
 
 
+class AsyncRateLimiter:
+    """The same counters as :class:`RateLimiter` (same storage keys), counted without blocking the event
+    loop: the async status poll's path. Its Redis client belongs to the event loop that made it."""
+
+    def __init__(self, items: list[RateLimitItem], storage: AsyncStorage) -> None:
+        self.items = items
+        self._limiter = AsyncFixedWindowRateLimiter(storage)
+
+    async def hit(self, ident: str) -> None:
+        for item in self.items:
+            try:
+                if await self._limiter.hit(item, "api-key", ident):
+                    continue
+                reset = (await self._limiter.get_window_stats(item, "api-key", ident)).reset_time
+            except Exception:  # the counter store is down: let the request through
+                log.warning("rate limiter unavailable; request of %s not counted", ident, exc_info=True)
+                return
+            raise RateLimited(str(item), max(1, math.ceil(reset - time.time())))
+
+
+def make_async_rate_limiter(settings: Settings) -> AsyncRateLimiter | None:
+    """The async twin of :func:`make_rate_limiter` for Redis counters (one per event loop), or None without
+    a rate limit or without Redis (in-process counters are counted by the sync limiter, without I/O)."""
+    if not settings.rate_limit.strip() or not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    items = parse_many(settings.rate_limit)
+    url = "async+" + settings.broker_url
+    storage = storage_from_string(url, key_prefix="distill-ratelimit", implementation="redispy")
+    assert isinstance(storage, AsyncStorage)
+    return AsyncRateLimiter(items, storage)
+
+
 def make_rate_limiter(settings: Settings) -> RateLimiter | None:
     """The limiter ``settings`` ask for, or None when ``rate_limit`` is empty."""
     if not settings.rate_limit.strip():
@@ -63,4 +100,4 @@ def make_rate_limiter(settings: Settings) -> RateLimiter | None:
     options = {"key_prefix": "distill-ratelimit"} if url != "memory://" else {}
     storage = storage_from_string(url, **options)
     assert isinstance(storage, Storage)  # the sync storages (an ``async+`` URL would give another kind)
-    return RateLimiter(items, storage)
+    return RateLimiter(items, storage, shared=url != "memory://")

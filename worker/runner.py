@@ -125,7 +125,7 @@ class Runner:
                 self.settings.max_running_jobs_per_tenant,
             )
             return None
-        if job is None:
+        if not isinstance(job, Job):
             log.info("job %s: not claimed (already taken, finished or cancelled)", job_id)
             return None
         lease = JobLease(
