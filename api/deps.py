@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from celery import Celery
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import NotFound, Unauthorized
 from api.ratelimit import RateLimiter, make_async_rate_limiter, make_rate_limiter
 from api.tenancy import NOUN, KeyedRow, Owned, find_owned_by_key
 from distill.clock import utcnow
-from distill.db import async_engine_for, make_async_session_factory, read_retrying
+from distill.db import async_engine_for, read_retrying
 from distill.keys import find_key, hash_key, touch, touch_due, touch_statement
 from distill.logs import bind
 from distill.settings import Settings
@@ -116,11 +117,10 @@ def _per_loop(request: Request, name: str, make: Callable[[], _Made]) -> _Made:
     return held[1]
 
 
-def async_sessions(request: Request) -> async_sessionmaker[AsyncSession]:
+def async_engine(request: Request) -> AsyncEngine:
+    """The app's async engine (the read path's), made in the running event loop."""
     settings: Settings = request.app.state.settings
-    return _per_loop(
-        request, "async_sessions", lambda: make_async_session_factory(async_engine_for(settings))
-    )
+    return _per_loop(request, "async_engine", lambda: async_engine_for(settings))
 
 
 async def _count_request(request: Request, key_id: str) -> None:
@@ -149,26 +149,26 @@ async def read_owned(
     credentials: HTTPAuthorizationCredentials | None,
     model: type[Owned],
     object_id: str,
-) -> Owned:
+) -> Row[Any]:
     """The caller's row ``object_id`` of ``model``, authenticated, counted and scoped as ``get_tenant`` does
     (401, 429, 404 for another tenant's row) in one database round trip on the async engine: the key check
     and the tenant's row are one statement (``tenancy.find_owned_by_key``), so a revoked key fails at once on
-    every process. The key's last use is written at most once a minute, as ``get_tenant`` does."""
+    every process. The key's last use is written at most once a minute, as ``get_tenant`` does. The row is
+    the table's columns as attributes (``row.id``, ``row.status``…)."""
     secret = _secret(credentials)
     if secret is None:
         raise Unauthorized("invalid or revoked API key")
     key_hash = hash_key(secret)
 
-    async def read(session: AsyncSession) -> KeyedRow[Owned] | None:
-        found = await find_owned_by_key(session, model, object_id, key_hash)
+    async def read(connection: AsyncConnection) -> KeyedRow | None:
+        found = await find_owned_by_key(connection, model, object_id, key_hash)
         if found is not None:
             now = utcnow()
-            if touch_due(found.key_last_used_at, now):
-                await session.execute(touch_statement(found.key_id, now))
-                await session.commit()
+            if touch_due(found.key_last_used_at, now):  # autocommit: the UPDATE is its own transaction
+                await connection.execute(touch_statement(found.key_id, now))
         return found
 
-    found = await read_retrying(async_sessions(request), read)
+    found = await read_retrying(async_engine(request), read)
     if found is None:
         raise Unauthorized("invalid or revoked API key")
     await _count_request(request, found.key_id)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Row, Select, and_, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
@@ -46,22 +46,31 @@ def get_owned(
 
 
 @dataclass(frozen=True)
-class KeyedRow(Generic[Owned]):
+class KeyedRow:
     """What one keyed read found: the live key that asked, its tenant, and the row (None: the tenant has no
-    such row, or another tenant owns it: the caller answers 404 for both)."""
+    such row, or another tenant owns it: the caller answers 404 for both). The row is the table's columns
+    as attributes (``row.id``, ``row.status``…), read without building an ORM object."""
 
     key_id: str
     key_last_used_at: datetime | None
     tenant_id: str
     tenant_name: str
-    row: Owned | None
+    row: Row[Any] | None
 
 
-def _by_key(model: type[Owned]) -> Select[str, datetime | None, str, str, Owned]:
+def _by_key(model: type[Owned]) -> Select[Any]:
+    table = model.__table__
     return (
-        select(ApiKey.id, ApiKey.last_used_at, Tenant.id, Tenant.name, model)
+        select(
+            ApiKey.id.label("_key_id"),
+            ApiKey.last_used_at.label("_key_last_used_at"),
+            Tenant.id.label("_tenant_id"),
+            Tenant.name.label("_tenant_name"),
+            *table.columns,
+        )
+        .select_from(ApiKey)
         .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .outerjoin(model, and_(model.tenant_id == ApiKey.tenant_id, model.id == bindparam("object_id")))
+        .outerjoin(table, and_(table.c.tenant_id == ApiKey.tenant_id, table.c.id == bindparam("object_id")))
         .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
     )
 
@@ -71,13 +80,13 @@ _BY_KEY = {File: _by_key(File), Job: _by_key(Job)}
 
 
 async def find_owned_by_key(
-    session: AsyncSession, model: type[Owned], object_id: str, key_hash: str
-) -> KeyedRow[Owned] | None:
+    connection: AsyncConnection, model: type[Owned], object_id: str, key_hash: str
+) -> KeyedRow | None:
     """``model``'s row ``object_id`` if the tenant of the live key whose hash is ``key_hash`` owns it, in one
     round trip; None when no live key has that hash (revoked keys included: a revoke counts at once)."""
-    result = await session.execute(_BY_KEY[model], {"object_id": object_id, "key_hash": key_hash})
+    result = await connection.execute(_BY_KEY[model], {"object_id": object_id, "key_hash": key_hash})
     found = result.first()
     if found is None:
         return None
-    key_id, last_used_at, tenant_id, tenant_name, row = found
-    return KeyedRow(key_id, last_used_at, tenant_id, tenant_name, cast("Owned | None", row))
+    row = found if found.id is not None else None
+    return KeyedRow(found._key_id, found._key_last_used_at, found._tenant_id, found._tenant_name, row)

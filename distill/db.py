@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event, exc
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from distill.settings import Settings
@@ -236,16 +242,14 @@ def make_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncS
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-async def read_retrying(
-    sessions: async_sessionmaker[AsyncSession], read: Callable[[AsyncSession], Awaitable[T]]
-) -> T:
-    """Run a read in a session; when its connection turns out to be dead (the server restarted, a proxy
-    dropped it), run it once more on a fresh one: without a pre-ping that is how a dropped connection
-    is recovered from, invisibly to the caller. Reads only: a write is never silently repeated."""
+async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run a read on a pooled connection; when that connection turns out to be dead (the server restarted,
+    a proxy dropped it), run it once more on a fresh one: without a pre-ping that is how a dropped
+    connection is recovered from, invisibly to the caller. Reads only: a write is never silently repeated."""
     for attempt in (1, 2):
         try:
-            async with sessions() as session:
-                return await read(session)
+            async with engine.connect() as connection:
+                return await read(connection)
         except exc.DBAPIError as error:
             if attempt == 2 or not error.connection_invalidated:
                 raise

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -67,8 +67,8 @@ def list_jobs(
 async def get_job(job_id: ObjectId, request: Request, credentials: BearerDep) -> Response:
     """The job's status, progress, result or error: the status poll, async end to end (one round trip to
     the database for the key and the job together; see ``api.deps.read_owned``)."""
-    job = await read_owned(request, credentials, Job, job_id)
-    return Response(JobRead.of(job).model_dump_json(), media_type="application/json")
+    job = await read_owned(request, credentials, Job, job_id)  # the job's columns, as attributes
+    return Response(JobRead.of(cast(Job, job)).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", responses=errors(404, 409))
