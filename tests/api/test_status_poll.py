@@ -4,6 +4,9 @@ from by reading again; the embedded SQLite default serves it too (aiosqlite)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 from fastapi.testclient import TestClient
 from services_app import new_key
 from sqlalchemy import select, text
@@ -108,3 +111,26 @@ def test_the_embedded_sqlite_default_serves_the_poll(tmp_path):
         assert answer.json()["status"] == "queued"
         wrong = local.get(f"/v1/jobs/{job_id}", headers={"Authorization": "Bearer dsk_wrong"})
         assert wrong.status_code == 401
+
+
+def test_the_polls_rate_limit_is_shared_with_the_other_routes_and_exact_under_a_burst(api_settings, acme):
+    """The poll counts in the same Redis counters as every other route; polls that arrive together are
+    counted in one pipeline, and exactly the limit of them pass."""
+    job_id = add_job(api_settings, "acme")
+    app = create_app(api_settings.model_copy(update={"rate_limit": "8/minute"}))
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            first = [await http.get("/v1/jobs", headers=acme) for _ in range(2)]  # the sync limiter
+            polls = await asyncio.gather(*(http.get(f"/v1/jobs/{job_id}", headers=acme) for _ in range(10)))
+            return [*first, *polls]
+
+    answers = asyncio.run(burst())
+    app.state.engine.dispose()
+    assert [a.status_code for a in answers[:2]] == [200, 200]
+    polls = [a.status_code for a in answers[2:]]
+    assert sorted(polls) == [200] * 6 + [429] * 4, polls
+    limited = next(a for a in answers[2:] if a.status_code == 429)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.json()["error"]["code"] == "rate_limited"
