@@ -20,7 +20,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "quality": ("bench.quality", ["--markdown"], "every method vs scratch, 5 seeds (about 8 minutes)"),
     "text": ("bench.text_embedding", [], "MiniLM-L6 embedding student: cosine >= 0.9, >= 3x faster"),
     "poll": ("bench.status_poll", [], "authenticated status poll >= 0.9 of a bare primary-key select"),
-    "pickup": ("bench.worker_pickup", [], "a worker's first job picked up as fast as the next (within 50 ms)"),
+    "pickup": ("bench.worker_pickup", [], "a worker's first pick-up within 50 ms of the next"),
 }
 
 

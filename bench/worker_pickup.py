@@ -1,12 +1,12 @@
 """How fast an idle worker picks up a job: the first one after it started against the next ones.
 
 Starts a real ``distill worker`` on a throw-away Postgres database, a Redis queue of its own and a folder
-store, waits until it is ready, then sends jobs one at a time (each waits for the previous to end, so the worker is
-idle when its wake-up arrives). The pick-up time of a job is from just before its wake-up is sent to its
-"job started" event (written by the worker right after its claim: a connection, the claim, the event;
-one machine, one clock). A worker makes and warms its runner
-at start (engine, connection, compiled statements, store client: ``Runner.warm_up``), so the first job should
-be picked up about as fast as the others (issue 9: it took 246 ms against 7 ms before).
+store, waits until it is ready, then sends jobs one at a time (each waits for the previous to end, so the
+worker is idle when its wake-up arrives). The pick-up time of a job is from just before its wake-up is sent
+to its "job started" event (written by the worker right after its claim: a connection, the claim, the
+event; one machine, one clock). A worker makes and warms its runner at start (engine, connection, compiled
+statements, store client: ``Runner.warm_up``), so the first job should be picked up about as fast as the
+others (issue 9: it took 246 ms against 7 ms before).
 
     .venv/bin/python -m bench.worker_pickup [--jobs 5]
 
