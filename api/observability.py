@@ -170,6 +170,8 @@ class _Observe:
         self.app = app
         self.requests = requests
         self.latency = latency
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """The labelled series per (method, route, status), looked up once (``labels`` takes a lock)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -201,8 +203,15 @@ class _Observe:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         method = scope["method"]
-        self.latency.labels(method, template).observe(took)
-        self.requests.labels(method, template, str(status)).inc()
+        series = self._children.get((method, template, status))
+        if series is None:
+            series = (
+                self.latency.labels(method, template),
+                self.requests.labels(method, template, str(status)),
+            )
+            self._children[(method, template, status)] = series
+        series[0].observe(took)
+        series[1].inc()
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s %d %.1fms",
