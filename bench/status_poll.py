@@ -183,6 +183,11 @@ def main() -> None:
         action="store_true",
         help="judge the target on requests per CPU-second of the server (steadier on a shared machine)",
     )
+    parser.add_argument(
+        "--rate-limit",
+        default="100000000/minute",
+        help="DISTILL_RATE_LIMIT of the server: counted (in Redis) on every poll, never reached; '' for none",
+    )
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -211,7 +216,7 @@ def main() -> None:
             "DISTILL_STORAGE_URL": str(home / "store"),
             "DISTILL_WEBHOOKS_DISPATCH": "false",
             "DISTILL_LOG_FORMAT": "text",
-            "DISTILL_RATE_LIMIT": "100000000/minute",  # counted (in Redis) on every poll, never reached
+            "DISTILL_RATE_LIMIT": args.rate_limit,
         }
         server = subprocess.Popen([sys.executable, "-m", "bench.status_poll", "--serve", str(port)], env=env)
         deadline = time.monotonic() + 60
