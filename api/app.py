@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if dispatcher is not None:
                 dispatcher.stop()
+            held = getattr(app.state, "async_engine", None)  # the read path's (api.deps.async_engine)
+            if held is not None and held[0] is asyncio.get_running_loop():
+                await held[1].dispose()
 
     app = FastAPI(
         title="Distill",

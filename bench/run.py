@@ -1,7 +1,7 @@
 """Run every benchmark, one process each (so one's threads and caches do not touch the next's), and say
 which met its target. ``make bench`` runs this; ``ARGS='--only speed text'`` picks some.
 
-    .venv/bin/python -m bench.run [--only speed demo quality text]
+    .venv/bin/python -m bench.run [--only speed demo quality text poll pickup]
 
 Each benchmark prints its own table (the README's figures come from these runs) and exits 1 when it
 misses its target; this runner ends with a line per benchmark and exits 1 when any missed or failed.
@@ -19,6 +19,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "demo": ("bench.demo_quality", ["--seeds", "5"], "the demo's distilled student vs scratch, 5 seeds"),
     "quality": ("bench.quality", ["--markdown"], "every method vs scratch, 5 seeds (about 8 minutes)"),
     "text": ("bench.text_embedding", [], "MiniLM-L6 embedding student: cosine >= 0.9, >= 3x faster"),
+    "poll": ("bench.status_poll", [], "authenticated status poll >= 0.9 of a bare primary-key select"),
+    "pickup": ("bench.worker_pickup", [], "a worker's first pick-up within 50 ms of the next"),
 }
 
 

@@ -7,17 +7,26 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event, exc
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from distill.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -128,22 +137,33 @@ def _cut(dbapi_connection: Any) -> None:
 _DEADLINES = _Deadlines()
 
 
-def _guard_with_deadlines(engine: Engine, seconds: float) -> None:
+def _driver(dbapi_connection: Any) -> Any:
+    """The driver's own connection (an async engine hands out adapters around it)."""
+    return getattr(dbapi_connection, "driver_connection", None) or dbapi_connection
+
+
+def _guard_statements(engine: Engine, seconds: float) -> None:
+    """Arm the client-side deadline around every statement of ``engine``."""
     grace = seconds + 0.25  # the server's own statement_timeout answers first when the server is alive
 
     @event.listens_for(engine, "before_cursor_execute")
     def _arm(conn: Any, _cursor: Any, _stmt: Any, _params: Any, _context: Any, _many: Any) -> None:
-        _DEADLINES.arm(conn.connection.dbapi_connection, grace)
+        _DEADLINES.arm(_driver(conn.connection.dbapi_connection), grace)
 
     @event.listens_for(engine, "after_cursor_execute")
     def _disarm(conn: Any, _cursor: Any, _stmt: Any, _params: Any, _context: Any, _many: Any) -> None:
-        _DEADLINES.disarm(conn.connection.dbapi_connection)
+        _DEADLINES.disarm(_driver(conn.connection.dbapi_connection))
 
     @event.listens_for(engine, "handle_error")
     def _disarm_on_error(context: Any) -> None:
         connection = context.connection
         if connection is not None and not connection.invalidated:
-            _DEADLINES.disarm(connection.connection.dbapi_connection)
+            _DEADLINES.disarm(_driver(connection.connection.dbapi_connection))
+
+
+def _guard_with_deadlines(engine: Engine, seconds: float) -> None:
+    grace = seconds + 0.25
+    _guard_statements(engine, seconds)
 
     @event.listens_for(engine.pool, "checkout")
     def _ping(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
@@ -161,6 +181,82 @@ def _guard_with_deadlines(engine: Engine, seconds: float) -> None:
             raise exc.DisconnectionError(f"connection failed its ping: {error}") from error
         finally:
             _DEADLINES.disarm(dbapi_connection)
+
+
+def async_url(url: str) -> str:
+    """The async driver's form of a database URL: psycopg 3 serves both; SQLite needs ``aiosqlite``."""
+    if url.startswith("sqlite+aiosqlite"):
+        return url
+    if url.startswith("sqlite"):
+        return "sqlite+aiosqlite" + url[url.index(":") :]
+    for sync in ("postgresql+psycopg2://", "postgresql://"):
+        if url.startswith(sync):
+            return "postgresql+psycopg://" + url[len(sync) :]
+    return url
+
+
+def async_engine_for(settings: Settings) -> AsyncEngine:
+    """The API's async engine (the status poll's read path), with the same deadlines as ``engine_for``.
+
+    Its connections are in autocommit: each read is one statement (a transaction of its own), so a read
+    costs one round trip rather than three (BEGIN, the statement, ROLLBACK); a write is one statement too.
+
+    No pre-ping on checkout (a round trip per request): a connection the server dropped fails its first
+    statement, SQLAlchemy invalidates the pool's connections from before the failure, and the caller retries
+    once (``read_retrying``); a silent server is cut by the same per-statement deadline as the sync engine.
+    """
+    url = async_url(settings.database_url)
+    if url.startswith("sqlite"):
+        db_path = url.split("///", 1)[-1]
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    seconds = settings.db_statement_timeout_seconds
+    millis = max(1, int(seconds * 1000))
+    engine = create_async_engine(
+        url,
+        isolation_level="AUTOCOMMIT",  # reads are one statement each: no BEGIN and ROLLBACK round trips
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_args={
+            "connect_timeout": settings.db_connect_timeout_seconds,
+            "options": f"-c statement_timeout={millis} -c idle_in_transaction_session_timeout={millis * 20}",
+        },
+    )
+    _guard_statements(engine.sync_engine, seconds)
+    return engine
+
+
+def make_async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run a read on a pooled connection; when that connection turns out to be dead (the server restarted,
+    a proxy dropped it), run it once more on a fresh one: without a pre-ping that is how a dropped
+    connection is recovered from, invisibly to the caller. Reads only: a write is never silently repeated."""
+    for attempt in (1, 2):
+        try:
+            async with engine.connect() as connection:
+                return await read(connection)
+        except exc.DBAPIError as error:
+            if attempt == 2 or not error.connection_invalidated:
+                raise
+            log.warning(
+                "database connection lost (%s); reading again on a new one", type(error.orig).__name__
+            )
+    raise AssertionError("unreachable")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

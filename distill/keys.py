@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Update, or_, select, update
 from sqlalchemy.orm import Session
 
 from distill.clock import utcnow
@@ -54,6 +54,24 @@ def tenant_for_key(session: Session, key: str) -> Tenant | None:
     return None if found is None else found[1]
 
 
+def touch_due(last_used_at: datetime | None, now: datetime) -> bool:
+    """Whether a key last used at ``last_used_at`` should have its use recorded now (once a minute)."""
+    return last_used_at is None or now - last_used_at >= TOUCH_INTERVAL
+
+
+def touch_statement(key_id: str, now: datetime) -> Update:
+    """The conditional UPDATE that records a use: concurrent requests (any process) write it once."""
+    return (
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_INTERVAL),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def touch(session: Session, api_key: ApiKey, now: datetime | None = None) -> bool:
     """Record that ``api_key`` was just used, unless that was recorded less than a minute ago.
 
@@ -61,17 +79,9 @@ def touch(session: Session, api_key: ApiKey, now: datetime | None = None) -> boo
     writing twice.
     """
     now = now or utcnow()
-    if api_key.last_used_at is not None and now - api_key.last_used_at < TOUCH_INTERVAL:
+    if not touch_due(api_key.last_used_at, now):
         return False
-    result = session.execute(
-        update(ApiKey)
-        .where(
-            ApiKey.id == api_key.id,
-            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_INTERVAL),
-        )
-        .values(last_used_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    result = session.execute(touch_statement(api_key.id, now))
     return bool(getattr(result, "rowcount", 0))
 
 

@@ -15,17 +15,17 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from distill.clock import utcnow
 from distill.db import affected
 from distill.events import append_event
 from distill.jobstate import JobStatus
-from distill.tables import Job
+from distill.tables import Job, Tenant
 
 UNSENT_GRACE_SECONDS = 3.0
 
@@ -48,25 +48,79 @@ def _held(job_id: str, owner: str, now: datetime) -> Any:
 # -- the worker's transitions (fenced by the lease) ----------------------------------------------------
 
 
-def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
-    """``queued → running`` under a new lease; counts the attempt. A duplicate message claims nothing."""
+class Claim(Enum):
+    """What a claim did. Truthy only when it claimed, so ``if lifecycle.claim(...)`` reads as before."""
+
+    CLAIMED = "claimed"
+    NOT_CLAIMABLE = "not_claimable"
+    """Not queued any more (taken by another worker, finished, cancelled) or unknown: nothing to do."""
+    AT_LIMIT = "at_limit"
+    """Its tenant already runs ``max_running_per_tenant`` jobs: it stays queued, untouched."""
+
+    def __bool__(self) -> bool:
+        return self is Claim.CLAIMED
+
+
+def claim(
+    session: Session, job_id: str, owner: str, lease_seconds: float, *, max_running_per_tenant: int = 0
+) -> Claim:
+    """``queued → running`` under a new lease; counts the attempt. A duplicate message claims nothing.
+
+    With ``max_running_per_tenant`` > 0 the job is claimed only while its tenant has fewer jobs running; the
+    tenant's row is locked first (``SELECT … FOR UPDATE``), so two workers claiming jobs of one tenant decide
+    one after the other and each counts the other's claim (SQLite serialises writers by itself). A job left
+    queued this way is never failed: the runner that ends one of the tenant's jobs wakes the next
+    (:func:`next_queued`), and the reconciler re-sends old wake-ups.
+    """
     now = utcnow()
-    return bool(
-        affected(
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
-                .values(
-                    status=JobStatus.RUNNING,
-                    started_at=now,
-                    attempts=Job.attempts + 1,
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    heartbeat_at=now,
-                )
+    guard = [Job.id == job_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False)]
+    if max_running_per_tenant > 0:
+        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == job_id))
+        if tenant_id is None:
+            return Claim.NOT_CLAIMABLE
+        session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+        other = aliased(Job)
+        running = (
+            select(func.count())
+            .select_from(other)
+            .where(other.tenant_id == tenant_id, other.status == JobStatus.RUNNING)
+            .scalar_subquery()
+        )
+        guard.append(running < max_running_per_tenant)
+    claimed = affected(
+        session.execute(
+            update(Job)
+            .where(*guard)
+            .values(
+                status=JobStatus.RUNNING,
+                started_at=now,
+                attempts=Job.attempts + 1,
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                heartbeat_at=now,
             )
         )
     )
+    if claimed:
+        return Claim.CLAIMED
+    if max_running_per_tenant > 0:
+        still = session.scalar(select(Job.id).where(*guard[:3]))
+        if still is not None:
+            return Claim.AT_LIMIT
+    return Claim.NOT_CLAIMABLE
+
+
+def next_queued(session: Session, tenant_id: str, limit: int = 1) -> dict[str, str | None]:
+    """The tenant's oldest queued jobs (not being cancelled): job id -> its ``resources.queue``. The runner
+    that ends one of a tenant's jobs sends these a wake-up, as a job left queued by the per-tenant limit
+    has none coming."""
+    rows = session.execute(
+        select(Job.id, Job.spec)
+        .where(Job.tenant_id == tenant_id, Job.status == JobStatus.QUEUED, Job.cancel_requested.is_(False))
+        .order_by(Job.created_at, Job.id)
+        .limit(limit)
+    )
+    return {job_id: ((spec or {}).get("resources") or {}).get("queue") for job_id, spec in rows}
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     """A queued job whose wake-up went out this long ago gets another (the broker may have lost it)."""
     max_attempts: int = Field(default=3, ge=1)
     """Attempts (claims) before a job whose workers keep getting lost fails with ``worker_lost``."""
+    max_running_jobs_per_tenant: int = Field(default=0, ge=0)
+    """Jobs one tenant may have ``running`` at once (0: no limit). A worker leaves a job of a tenant at its
+    limit queued and takes the next message; the tenant's next job is woken when one of its jobs ends."""
     db_retry_seconds: float = Field(default=30.0, ge=0.0)
     """How long a worker retries a failing database write (with backoff) before giving its job up."""
     storage_retry_seconds: float = Field(default=60.0, ge=0.0)

@@ -11,11 +11,11 @@ from functools import cache
 from typing import Any
 
 import torch
-from celery.signals import after_setup_logger, worker_ready, worker_shutting_down
+from celery.signals import after_setup_logger, worker_process_init, worker_ready, worker_shutting_down
 
 from distill.db import engine_for, make_session_factory
 from distill.logs import configure_json_logging
-from distill.queue import RUN_JOB_TASK, make_celery
+from distill.queue import RUN_JOB_TASK, enqueue_job, make_celery
 from distill.settings import get_settings
 from distill.storage import make_store
 from worker.metrics import serve_metrics
@@ -34,7 +34,12 @@ def get_runner() -> Runner:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     engine = engine_for(settings)
-    return Runner(settings=settings, session_factory=make_session_factory(engine), store=make_store(settings))
+    return Runner(
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        store=make_store(settings),
+        wake=lambda job_id, queue: enqueue_job(app, job_id, queue),
+    )
 
 
 @cache
@@ -55,6 +60,14 @@ def _json_logs(loglevel: int | str | None = None, **_kwargs: Any) -> None:
     if get_settings().log_format == "json":
         level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
         configure_json_logging(level if isinstance(level, int) else logging.INFO)
+
+
+@worker_process_init.connect
+def _warm_up_runner(**_kwargs: Any) -> None:
+    """The process that runs jobs (a prefork child, or the worker itself with the solo pool, which sends
+    this signal too) makes and warms its runner (engine, a connection, compiled statements, the store's
+    client) before its first job: that job used to be picked up in 246 ms against 7 ms for the next."""
+    get_runner().warm_up()
 
 
 _exporter: list[Any] = []

@@ -6,7 +6,8 @@ Every ``reconcile_seconds`` it
   loses its checkpoints, unless its spec keeps them);
 - sends the wake-up message of queued jobs that have none (submitted while the broker was down, requeued,
   handed back) or whose message went out more than ``wakeup_resend_seconds`` ago (a broker restarted
-  without persistence loses it). The claim is idempotent, so a duplicate message never trains twice.
+  without persistence loses it). The claim is idempotent, so a duplicate message never trains twice;
+- with a per-tenant running limit, wakes the next queued job of a tenant whose job it ended.
 
 Several workers may run it at once: every change is a guarded transition, so each expired lease is taken
 back once. It never stops on an error (a database or broker outage): it logs and tries again next round.
@@ -90,11 +91,16 @@ class Reconciler:
         return reclaimed, sent
 
     def _ended(self, job_id: str) -> None:
-        if self.store is None:
-            return
         with self.sessions() as session:
             job = session.get(Job, job_id)
-            if job is None or keeps_checkpoints(job.spec):
+            if job is None:
                 return
-            tenant_id = job.tenant_id
-        delete_checkpoints(self.store, tenant_id, job_id)
+            tenant_id, keep = job.tenant_id, keeps_checkpoints(job.spec)
+            # a slot of the tenant's running limit is free: its next queued job has no wake-up coming
+            due = (
+                lifecycle.next_queued(session, tenant_id) if self.settings.max_running_jobs_per_tenant else {}
+            )
+        for next_id, queue in due.items():
+            enqueue_job(self.queue, next_id, queue)
+        if self.store is not None and not keep:
+            delete_checkpoints(self.store, tenant_id, job_id)

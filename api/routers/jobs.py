@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from api.deps import QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep
+from api.deps import BearerDep, QueueDep, SessionDep, SettingsDep, StoreDep, TenantDep, read_owned
 from api.idempotency import IdempotencyDep, fingerprint
 from api.params import IdCursor, ObjectId, SeqCursor
 from api.responses import COMMON, errors
@@ -63,9 +63,12 @@ def list_jobs(
     return ListRead(data=[JobRead.of(r) for r in page.rows], has_more=page.has_more)
 
 
-@router.get("/{job_id}", responses=errors(404))
-def get_job(job_id: ObjectId, session: SessionDep, tenant: TenantDep) -> JobRead:
-    return JobRead.of(get_owned(session, Job, job_id, tenant))
+@router.get("/{job_id}", response_model=JobRead, responses=errors(404))
+async def get_job(job_id: ObjectId, request: Request, credentials: BearerDep) -> Response:
+    """The job's status, progress, result or error: the status poll, async end to end (one round trip to
+    the database for the key and the job together; see ``api.deps.read_owned``)."""
+    job = await read_owned(request, credentials, Job, job_id)  # the job's columns, as attributes
+    return Response(JobRead.of(cast(Job, job)).model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", responses=errors(404, 409))

@@ -9,6 +9,7 @@ the shared server itself is never stopped (initdb refuses to run as root on CI m
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,18 +49,28 @@ def stack(base_env, proxy, tmp_path) -> Iterator[FaultStack]:
     stack.close()
 
 
-def assert_unavailable(stack: FaultStack) -> None:
-    """Every kind of request answers a JSON 503 with Retry-After (stack.http gives up after 10 s)."""
-    for method, path in [("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/readyz")]:
+def assert_unavailable(stack: FaultStack, job_id: str) -> None:
+    """Every kind of request, the async status poll included, answers a JSON 503 with Retry-After within
+    the deadlines (stack.http gives up after 10 s)."""
+    for method, path in [
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/jobs"),
+        ("GET", "/readyz"),
+        ("GET", f"/v1/jobs/{job_id}"),
+    ]:
+        started = time.monotonic()
         answer = stack.http(method, path, json=SPEC if method == "POST" else None)
         assert answer.status_code == 503, (path, answer.text)
+        assert time.monotonic() - started < 8, path
         assert answer.headers["Retry-After"].isdigit()
         assert answer.json()["error"]["code"] == "unavailable"
 
 
-def recovered(stack: FaultStack) -> bool:
+def recovered(stack: FaultStack, job_id: str) -> bool:
     return (
-        stack.http("GET", "/v1/jobs").status_code == 200 and stack.http("GET", "/readyz").status_code == 200
+        stack.http("GET", "/v1/jobs").status_code == 200
+        and stack.http("GET", "/readyz").status_code == 200
+        and stack.http("GET", f"/v1/jobs/{job_id}").status_code == 200
     )
 
 
@@ -69,10 +80,10 @@ def test_a_stopped_database_answers_503_and_a_running_job_survives(stack, proxy)
     wait_for(lambda: stack.job_row(job_id).progress.get("epoch", 0) >= 2, timeout=120, interval=0.1)
 
     proxy.down()
-    assert_unavailable(stack)
+    assert_unavailable(stack, job_id)
     proxy.up()
 
-    wait_for(lambda: recovered(stack), timeout=30, interval=0.2)
+    wait_for(lambda: recovered(stack, job_id), timeout=30, interval=0.2)
     final = stack.client().wait(job_id, poll_interval=0.3, timeout=180)
     assert final["status"] == "succeeded", final["error"]
     assert stack.job_row(job_id).attempts == 1
@@ -85,10 +96,10 @@ def test_a_silent_database_answers_503_and_a_running_job_survives(stack, proxy):
     wait_for(lambda: stack.job_row(job_id).progress.get("epoch", 0) >= 2, timeout=120, interval=0.1)
 
     proxy.silence()
-    assert_unavailable(stack)
+    assert_unavailable(stack, job_id)
     proxy.up()
 
-    wait_for(lambda: recovered(stack), timeout=30, interval=0.2)
+    wait_for(lambda: recovered(stack, job_id), timeout=30, interval=0.2)
     final = stack.client().wait(job_id, poll_interval=0.3, timeout=180)
     assert final["status"] == "succeeded", final["error"]
     assert stack.job_row(job_id).attempts == 1
