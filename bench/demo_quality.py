@@ -31,9 +31,9 @@ from distill.cli.demo import (
     TRANSFER_SIZE,
 )
 from distill.datasets import ArrayDataset
+from distill.datasets.builtins import load_builtin
 from distill.nets import fit_standardization
 from distill.spec import DistillationSpec, JobSpec, Standardization, StoredModelConfig, TrainingSpec
-from worker.engine.data import load_builtin
 from worker.engine.evaluate import accuracy, predict_logits
 from worker.engine.signals import compute_signals
 from worker.engine.train import NoCallbacks, TrainInputs, pool_inputs, train_model

@@ -40,9 +40,17 @@ import torch
 from torch import nn
 
 from distill.datasets import ArrayDataset
-from distill.spec import AugmentSpec, DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
+from distill.datasets.builtins import load_builtin
+from distill.nets import fit_standardization
+from distill.spec import (
+    AugmentSpec,
+    DistillationSpec,
+    JobSpec,
+    Standardization,
+    StoredModelConfig,
+    TrainingSpec,
+)
 from worker.engine.augment import augment_inputs
-from worker.engine.data import load_builtin
 from worker.engine.evaluate import accuracy, expected_calibration_error, predict_logits
 from worker.engine.objective import teacher_capture
 from worker.engine.signals import TeacherSignals, compute_signals
@@ -126,9 +134,15 @@ class Row:
         return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
 
 
-def _config(setup: Setup, model: JSONDict, input_shape: list[int], num_classes: int) -> StoredModelConfig:
+def _config(
+    setup: Setup, model: JSONDict, input_shape: list[int], num_classes: int, standardize: Standardization
+) -> StoredModelConfig:
+    """The model as a job builds it: with the default ``data.standardize``, a per-feature standardisation
+    fitted on the training split is the model's first layer (as :class:`worker.pipeline.Pipeline` does)."""
     spec = JobSpec.model_validate({"data": {"train": {"builtin": setup.dataset}}, "model": model})
-    return StoredModelConfig(model=spec.model, input_shape=input_shape, num_classes=num_classes)
+    return StoredModelConfig(
+        model=spec.model, input_shape=input_shape, num_classes=num_classes, standardize=standardize
+    )
 
 
 def _distillation(losses: list[JSONDict] | None = None) -> DistillationSpec:
@@ -255,11 +269,12 @@ def run_dataset(
         train, test = load_builtin(setup.dataset, CACHE_DIR)
     assert train.y is not None
     input_shape, num_classes = list(train.x.shape[1:]), int(train.y.max()) + 1
-    student_cfg = _config(setup, setup.student_model, input_shape, num_classes)
+    standardize = fit_standardization(train.x)  # on the labeled training split only, like a job
+    student_cfg = _config(setup, setup.student_model, input_shape, num_classes, standardize)
 
     started = time.perf_counter()
     teacher = train_model(
-        _config(setup, setup.teacher_model, input_shape, num_classes),
+        _config(setup, setup.teacher_model, input_shape, num_classes, standardize),
         TrainInputs(train, test),
         TrainingSpec.model_validate({**setup.teacher_training, "seed": 0}),
         _distillation(),

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill.datasets.builtins import load_builtin
 from distill.nets import build_model
 from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
-from worker.engine.data import load_builtin
 from worker.engine.evaluate import predict_logits
 from worker.engine.signals import TeacherSignals, compute_signals
 from worker.engine.train import NoCallbacks, TrainInputs, pool_inputs, train_model

@@ -1,63 +1,49 @@
-"""One job's training, from loaded inputs to artifacts: teacher signals (cached), "auto" hyperparameters,
-the student, the optional from-scratch baseline, evaluation, exports and the report.
+"""One job's training, from loaded inputs to artifacts, for every kind of data: the pipeline (the driver)
+takes a :class:`~worker.modality.Modality` and runs teacher signals (through the content-addressed cache),
+"auto" hyperparameters, the student, the optional from-scratch baseline, evaluation, exports, the report
+and the curves. What differs between kinds of data is the modality's (``worker/modalities/``); see
+:mod:`worker.modality` for the seam.
 
 It knows nothing of the database: the runner hands it callbacks (progress, events, cancellation) and takes
-back the artifacts to store. Teacher outputs go through one seam, ``_signals``: a content-addressed cache
-hit and a live teacher pass give the same :class:`TeacherSignals`.
+back the artifacts to store. Teacher outputs go through one seam, :meth:`Pipeline.signals`: a cache hit
+and a live teacher pass give the same :class:`TeacherSignals`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from distill.nets import count_parameters, fit_standardization
 from distill.results import JobResult, Report
-from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.auto import AutoChoice, choose
-from worker.engine.ensemble import WeightedEnsemble
-from worker.engine.evaluate import summarize
-from worker.engine.export import (
-    ExportError,
-    check_onnx,
-    check_torchscript,
-    model_to_onnx,
-    model_to_safetensors,
-    model_to_torchscript,
-)
-from worker.engine.loop import Checkpoint, LoopState
-from worker.engine.objective import teacher_capture
-from worker.engine.report import build_report, describe_export, render_summary
-from worker.engine.signals import TeacherSignals, compute_signals, resolve_top_k
-from worker.engine.train import (
-    TrainCallbacks,
-    TrainingDiverged,
-    TrainInputs,
-    TrainOutcome,
-    pool_inputs,
-    train_model,
-)
+from worker.engine.report import build_report, describe_export
+from worker.engine.signals import TeacherSignals
 from worker.failures import JobFailure
-from worker.inputs import LoadedData, LoadedTeacher
-from worker.teacher_cache import TeacherCache, cache_digest, inputs_digest
+from worker.modality import JobContext, Modality, Run, SignalRequest, Trained
+from worker.teacher_cache import cache_digest
+
+__all__ = [
+    "BASELINE_LABEL",
+    "CURVES",
+    "STUDENT_LABEL",
+    "BasePipeline",
+    "JobContext",
+    "Pipeline",
+    "PipelineOutcome",
+    "json_bytes",
+]
 
 log = logging.getLogger(__name__)
 
-Event = Callable[[str, dict[str, Any]], None]
-
 CURVES = "curves.svg"
 STUDENT_LABEL, BASELINE_LABEL = "distilled student", "baseline (from scratch)"
-
-EXPORTERS = {
-    "onnx": ("model.onnx", model_to_onnx, check_onnx),
-    "torchscript": ("model.torchscript.pt", model_to_torchscript, check_torchscript),
-}
 
 
 @dataclass
@@ -68,37 +54,11 @@ class PipelineOutcome:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-@dataclass
-class JobContext:
-    """What every pipeline gets from the runner besides its inputs."""
-
-    job_id: str
-    spec: JobSpec
-    cache: TeacherCache
-    """Teacher outputs, content-addressed under the job's tenant."""
-    device: torch.device
-    progress: TrainCallbacks
-    """Callbacks of the student's training: progress, epoch events, cancellation."""
-    quiet: TrainCallbacks
-    """Callbacks of side runs (auto trials, baseline): cancellation only."""
-    event: Event
-    checkpoint: Checkpoint | None = None
-    """Called with the student's :class:`LoopState` every ``checkpoint_every`` steps and at each epoch's
-    end (None: nothing is saved). Side runs (auto trials, the baseline) are not checkpointed."""
-    checkpoint_every: int = 0
-    resume: LoopState | None = None
-    """A state given earlier to ``checkpoint``: the student's training goes on from it."""
-
-    def student_hooks(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`worker.engine.loop.fit` for the student's run."""
-        return {
-            "state": self.resume,
-            "checkpoint": self.checkpoint,
-            "checkpoint_every": self.checkpoint_every,
-        }
-
-
 class BasePipeline:
+    """What every pipeline shares: the context, the curves and the "auto" trials. :class:`Pipeline` is
+    the one pipeline; this base stays for code written against it (see :mod:`worker.modality` for the
+    mapping from a pipeline of one's own to a modality)."""
+
     def __init__(self, context: JobContext) -> None:
         self.job_id = context.job_id
         self.spec = context.spec
@@ -176,78 +136,68 @@ class BasePipeline:
 
 
 class Pipeline(BasePipeline):
-    """A tabular job: MLP/CNN students distilled from one or more teachers."""
+    """The one pipeline: a job of any modality from its loaded inputs to its artifacts."""
 
-    def __init__(self, context: JobContext, *, data: LoadedData, teachers: list[LoadedTeacher]) -> None:
+    def __init__(self, context: JobContext, modality: Modality) -> None:
         super().__init__(context)
-        self.data = data
-        self.teachers = teachers
-        # The model standardises its own inputs (fitted on the training split only), so a downloaded
-        # model and its exports take raw features.
-        standardize = (
-            fit_standardization(data.inputs.train.x) if self.spec.data.standardize is not False else None
-        )
-        self.config = StoredModelConfig(
-            model=self.spec.model,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            standardize=standardize,
-        )
+        self.modality = modality
 
     def run(self, started: float) -> PipelineOutcome:
-        signals, cache_info = self._signals()
+        m = self.modality
+        signals, cache_info = self.signals()
         choice = self._hyperparameters(signals)
         if choice is None:
             return PipelineOutcome(stopped=True)
-        distilled = self._train(
-            signals, self.progress, temperature=choice.temperature, alpha=choice.alpha, hooks=self.hooks
+        student = m.train(
+            Run(
+                "student",
+                signals,
+                choice.temperature,
+                choice.alpha,
+                self.spec.training.epochs,
+                self.progress,
+                self.hooks,
+            )
         )
-        if distilled.stopped:
+        if student.stopped:
             return PipelineOutcome(stopped=True)
-        baseline, scratch = None, None
-        if self.spec.baseline:
+        scratch: Trained | None = None
+        if m.wants_baseline():
             self.event("training the baseline: the same student from scratch, on labels only", {})
             # labels only: the transfer set (and augmented copies) carry no labels, only teacher signals
-            labeled = replace(self.data.inputs, transfer=None)
-            scratch = self._train(None, self.quiet, distillation=DistillationSpec(), inputs=labeled)
+            scratch = m.train(Run("baseline", None, 4.0, 0.0, self.spec.training.epochs, self.quiet))
             if scratch.stopped:
                 return PipelineOutcome(stopped=True)
-            baseline = summarize(scratch.model, self.data.inputs.evaluation, self.device, cfg=self.config)
-        teacher_module, teacher_config = self._teacher_for_report()
-        summary = summarize(
-            distilled.model,
-            self.data.inputs.evaluation,
-            self.device,
-            teacher_module,
-            cfg=self.config,
-            teacher_cfg=teacher_config,
-        )
-        artifacts = {"model.safetensors": model_to_safetensors(distilled.model, self.config)}
+        figures = m.evaluate(student, scratch)
+        artifacts = {"model.safetensors": m.save(student)}
         exports = {"safetensors": describe_export("model.safetensors", artifacts["model.safetensors"])}
         for fmt in self.spec.export:
-            name, entry, blob = self._export(fmt, distilled.model)
+            name, entry, blob = m.export(fmt, student)
             exports[fmt] = entry
             if blob is not None:
                 artifacts[name] = blob
-        chosen = choice.to_dict() if self.spec.distillation.uses_auto else None
         report = build_report(
-            student=summary,
-            teacher=self._teacher_info(),
-            baseline=baseline,
+            student=figures.student,
+            teacher=figures.teacher,
+            baseline=figures.baseline,
             exports=exports,
             cache=cache_info,
-            chosen=chosen,
+            chosen=choice.to_dict() if self.spec.distillation.uses_auto and m.chooses(signals) else None,
         )
-        runs = {STUDENT_LABEL if self.teachers else "model": distilled.history}
+        report |= figures.sections
+        if scratch is not None:
+            report["baseline_history"] = scratch.history
+        runs = {m.student_label if m.teachers else "model": student.history}
         if scratch is not None:
             runs[BASELINE_LABEL] = scratch.history
         artifacts |= self.curves(runs, teacher=(report.get("teacher") or {}).get("test_accuracy"))
         report |= {
             "job_id": self.job_id,
             "name": self.spec.name,
+            **({"kind": m.report_kind, "task": self.spec.task} if m.report_kind else {}),
             "spec": self.spec.model_dump(mode="json"),
-            "data": self.data.summary(len(self.teachers)),
-            "history": distilled.history,
+            "data": m.data_summary(),
+            "history": student.history,
             "environment": {
                 "device": str(self.device),
                 "torch": torch.__version__,
@@ -255,45 +205,39 @@ class Pipeline(BasePipeline):
             },
             "duration_seconds": round(time.monotonic() - started, 3),
         }
-        if scratch is not None:
-            report["baseline_history"] = scratch.history
-        result = JobResult.model_validate(
-            {**render_summary(report), "model_config": self.config.model_dump(mode="json")}
-        ).to_json()
+        summary = m.summary(report, figures)
+        result = JobResult.model_validate({**summary, **m.describe_model(student)}).to_json()
         report = Report.model_validate(report).to_json()
         artifacts["report.json"] = json_bytes(report)
-        return PipelineOutcome(
-            stopped=False, result=result, summary=render_summary(report), artifacts=artifacts
-        )
+        return PipelineOutcome(stopped=False, result=result, summary=summary, artifacts=artifacts)
 
     # -- teacher signals: the one seam between cached and live teacher outputs -----------------------------
 
-    def _signals(self) -> tuple[TeacherSignals | None, dict[str, Any] | None]:
-        if not self.teachers:
+    def signals(self) -> tuple[TeacherSignals | None, dict[str, Any] | None]:
+        """The modality's teacher signals and the report's ``teacher_cache`` section (None, None: none)."""
+        request = self.modality.signal_request()
+        if request is None:
             return None, None
-        x = pool_inputs(self.data.inputs)
-        capture = teacher_capture(self.spec.distillation)
-        top_k = resolve_top_k(self.data.num_classes, None)
         digest = cache_digest(
-            teacher_sha256=[t.sha256 for t in self.teachers],
-            inputs_sha256=inputs_digest(x),
-            capture=capture,
-            top_k=top_k,
+            teacher_sha256=request.teacher_keys,
+            inputs_sha256=request.inputs_digest,
+            capture=request.capture,
+            top_k=request.top_k,
         )
-        weights = [t.weight for t in self.teachers]
-        info: dict[str, Any] = {"key": digest, "examples": len(x), "captured": capture, "top_k": top_k}
-        blob = self.cache.get(digest)
-        if blob is not None:
-            signals = TeacherSignals.from_bytes(blob)
-            total = sum(weights)
-            signals.weights = [w / total for w in weights]  # the cache holds each teacher apart
-            self.event("teacher outputs reused from the cache: the teachers did not run", info)
-            return signals, {**info, "hit": True}
+        info: dict[str, Any] = {
+            "key": digest,
+            "examples": request.examples,
+            "captured": request.capture,
+            "top_k": request.top_k,
+            **request.info,
+        }
+        cached = self._cached(digest, request)
+        if cached is not None:
+            self.event(self.modality.reused_message, info)
+            return cached, {**info, "hit": True}
         began = time.monotonic()
         try:
-            signals = compute_signals(
-                [t.module for t in self.teachers], weights, x, self.device, capture=capture, top_k=top_k
-            )
+            signals = self.modality.compute_signals(request)
         except ValueError as exc:
             raise JobFailure("invalid_spec", f"distillation.losses: {exc}") from exc
         seconds = round(time.monotonic() - began, 3)
@@ -301,95 +245,38 @@ class Pipeline(BasePipeline):
         self.event("teacher outputs computed once and cached", {**info, "seconds": seconds})
         return signals, {**info, "hit": False, "seconds": seconds}
 
-    # -- training ------------------------------------------------------------------------------------------
-
-    def _train(
-        self,
-        signals: TeacherSignals | None,
-        callbacks: TrainCallbacks,
-        *,
-        temperature: float | None = None,
-        alpha: float | None = None,
-        distillation: DistillationSpec | None = None,
-        training: TrainingSpec | None = None,
-        inputs: TrainInputs | None = None,
-        hooks: dict[str, Any] | None = None,
-    ) -> TrainOutcome:
+    def _cached(self, digest: str, request: SignalRequest) -> TeacherSignals | None:
+        blob = self.cache.get(digest)
+        if blob is None:
+            return None
         try:
-            return train_model(
-                self.config,
-                inputs or self.data.inputs,
-                training or self.spec.training,
-                distillation or self.spec.distillation,
-                signals,
-                self.device,
-                callbacks,
-                temperature=temperature,
-                alpha=alpha,
-                **(hooks or {}),
-            )
-        except TrainingDiverged as exc:
-            raise JobFailure("training_diverged", str(exc)) from exc
-        except ValueError as exc:
-            raise JobFailure("invalid_spec", f"distillation: {exc}") from exc
+            signals = TeacherSignals.from_bytes(blob)
+        except ValueError:  # a damaged (or older-format) entry is computed again and replaced
+            log.warning("job %s: teacher cache entry %s unreadable; recomputing", self.job_id, digest)
+            return None
+        if signals.num_examples != request.examples or signals.num_teachers != len(request.weights):
+            log.warning("job %s: teacher cache entry %s does not fit; recomputing", self.job_id, digest)
+            return None
+        total = sum(request.weights)
+        signals.weights = [w / total for w in request.weights]  # the cache holds each teacher apart
+        return signals
+
+    # -- "auto" temperature and alpha ----------------------------------------------------------------------
 
     def _hyperparameters(self, signals: TeacherSignals | None) -> AutoChoice | None:
         """The temperature and alpha to use: as given, or chosen by short trials (None: cancelled)."""
         spec = self.spec.distillation
-        if signals is None or not spec.uses_auto:
+        if not self.modality.chooses(signals):
             t, a = spec.temperature, spec.alpha
             return AutoChoice(
                 temperature=t if isinstance(t, float) else 4.0, alpha=a if isinstance(a, float) else 0.9
             )
         return self.choose_auto(
-            lambda temperature, alpha, epochs: self._train(
-                signals,
-                self.quiet,
-                temperature=temperature,
-                alpha=alpha,
-                training=self.spec.training.model_copy(update={"epochs": epochs}),
+            lambda temperature, alpha, epochs: self.modality.train(
+                Run("trial", signals, temperature, alpha, epochs, self.quiet)
             )
         )
 
-    # -- evaluation and exports ---------------------------------------------------------------------------
-
-    def _teacher_for_report(self) -> tuple[torch.nn.Module | None, StoredModelConfig | None]:
-        if not self.teachers:
-            return None, None
-        if len(self.teachers) == 1:
-            return self.teachers[0].module, self.teachers[0].config
-        ensemble = WeightedEnsemble([t.module for t in self.teachers], [t.weight for t in self.teachers])
-        return ensemble.to(self.device), None
-
-    def _teacher_info(self) -> dict[str, Any] | None:
-        if not self.teachers:
-            return None
-        return {
-            "source": [t.field for t in self.teachers],
-            "weights": [t.weight for t in self.teachers],
-            "members_parameters": [count_parameters(t.module) for t in self.teachers],
-        }
-
-    def _export(self, fmt: str, model: torch.nn.Module) -> tuple[str, dict[str, Any], bytes | None]:
-        name, export, check = EXPORTERS[fmt]
-        try:
-            blob = export(model, self.config)
-            checked = check(blob, model, self.data.inputs.evaluation.x)
-        except ExportError as exc:
-            self.event(f"export to {fmt} failed: {exc}", {"format": fmt})
-            return name, {"file": name, "error": str(exc)}, None
-        self.event(
-            f"exported {name}: top class equal on {checked['top1_agreement']:.2%} of test inputs, "
-            f"max logit difference {checked['max_abs_logit_diff']:.2e}",
-            {"format": fmt, **checked},
-        )
-        return name, describe_export(name, blob, checked), blob
-
 
 def json_bytes(report: dict[str, Any]) -> bytes:
-    import json
-
     return json.dumps(report, indent=2, sort_keys=True, allow_nan=False).encode()
-
-
-# ------------------------------------------------------------------------------------------------- text

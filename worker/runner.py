@@ -1,8 +1,9 @@
 """The runner: takes a job id from the queue and carries the job through its life.
 
 claim (``distill.lifecycle``: queued → running under a new lease) → load data and teachers
-(``worker.inputs``) → the pipeline (``worker.pipeline``: teacher signals, training with callbacks for
-progress, events and cancellation, evaluation, exports, report) → store artifacts (retried) → finish.
+(``worker.inputs``, through the spec's modality: ``worker.modalities.modality_for``) → the pipeline
+(``worker.pipeline``: teacher signals, training with callbacks for progress, events and cancellation,
+evaluation, exports, report) → store artifacts (retried) → finish.
 
 A ``JobLease`` (``worker.lease``) thread renews the lease every ``heartbeat_seconds`` and learns of a
 cancel, of the ``training.max_runtime_s`` limit and of a warm shutdown; the training loop sees them at its
@@ -46,9 +47,9 @@ from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
+from worker.modalities import modality_for
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
-from worker.text_pipeline import TextPipeline
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +260,8 @@ class Runner:
         loader: InputLoader,
         lease: JobLease,
         resume: LoopState | None,
-    ) -> Pipeline | TextPipeline:
-        """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
+    ) -> Pipeline:
+        """Load the job's inputs and build its pipeline over the spec's modality (tabular, text...)."""
         context = JobContext(
             job_id=job.id,
             spec=spec,
@@ -275,15 +276,9 @@ class Runner:
             checkpoint_every=self.settings.checkpoint_every_steps,
             resume=resume,
         )
-        if spec.model.arch == "encoder":
-            text = loader.text_data(spec)
-            teacher = loader.text_teacher(spec)
-            lease.write(event=("data loaded", text.summary(0 if teacher is None else 1)))
-            return TextPipeline(context, data=text, teacher=teacher)
-        data = loader.data(spec)
-        teachers = loader.teachers(spec, data)
-        lease.write(event=("data loaded", data.summary(len(teachers))))
-        return Pipeline(context, data=data, teachers=teachers)
+        modality = modality_for(spec).load(context, loader)
+        lease.write(event=("data loaded", modality.data_summary()))
+        return Pipeline(context, modality)
 
     # -- database access: retried with backoff --------------------------------------------------------
 

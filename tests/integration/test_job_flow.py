@@ -12,9 +12,9 @@ from factories import digits_arrays, npz_bytes
 from sqlalchemy import select
 
 from distill.client.sdk import Client, DistillError
+from distill.datasets.builtins import load_builtin
 from distill.db import make_engine, make_session_factory
 from distill.tables import Job
-from worker.engine.data import load_builtin
 from worker.engine.evaluate import accuracy, predict_logits
 from worker.engine.export import load_model
 

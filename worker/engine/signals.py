@@ -103,6 +103,9 @@ class TeacherSignals:
     normalised to sum to 1. ``features`` maps captured teacher layers (see :mod:`worker.engine.features`)
     to ``[n, ...]`` float32 tensors; attention maps are stored averaged over heads (``[n, 1, q, k]``).
     ``capture`` records what was asked to be captured.
+
+    A teacher whose output is not a class distribution (a sentence encoder) gives *feature-only* signals:
+    neither logits nor top-k, ``num_classes`` 0, and its outputs among ``features`` (``"embedding"``).
     """
 
     num_classes: int
@@ -121,17 +124,19 @@ class TeacherSignals:
             raise ValueError("teacher weights must be positive, one per teacher")
         total = sum(self.weights)
         self.weights = [w / total for w in self.weights]
-        if (self.logits is None) == (self.topk_values is None):
+        if self.logits is not None and self.topk_values is not None:
+            raise ValueError("TeacherSignals needs either full logits or top-k values")
+        if self.logits is None and self.topk_values is None and not self.features:
             raise ValueError("TeacherSignals needs either full logits or top-k values")
         if self.topk_values is not None and (self.topk_indices is None or self.tail_mass is None):
             raise ValueError("top-k teacher signals need indices and tail mass too")
         stored = self.logits if self.logits is not None else self.topk_values
-        assert stored is not None
-        if stored.ndim != 3 or stored.shape[0] != len(self.weights):
+        if stored is not None and (stored.ndim != 3 or stored.shape[0] != len(self.weights)):
             raise ValueError(f"expected [teachers={len(self.weights)}, n, ...], got {list(stored.shape)}")
+        n = self.num_examples
         for name, feature in self.features.items():
-            if len(feature) != stored.shape[1]:
-                raise ValueError(f"feature {name!r} has {len(feature)} rows, not {stored.shape[1]}")
+            if len(feature) != n:
+                raise ValueError(f"feature {name!r} has {len(feature)} rows, not {n}")
 
     @property
     def num_teachers(self) -> int:
@@ -140,8 +145,14 @@ class TeacherSignals:
     @property
     def num_examples(self) -> int:
         stored = self.logits if self.logits is not None else self.topk_values
-        assert stored is not None
+        if stored is None:  # feature-only signals
+            return len(next(iter(self.features.values())))
         return int(stored.shape[1])
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether the teachers gave class scores (full or top-k), not only features."""
+        return self.logits is not None or self.topk_values is not None
 
     @property
     def top_k(self) -> int | None:
@@ -213,7 +224,7 @@ class TeacherSignals:
             "format": FORMAT,
             "num_classes": str(self.num_classes),
             "weights": json.dumps(self.weights),
-            "storage": "logits" if self.top_k is None else "topk",
+            "storage": "features" if not self.has_logits else "logits" if self.top_k is None else "topk",
             "top_k": json.dumps(self.top_k),
             "capture": json.dumps(self.capture),
         }
@@ -270,6 +281,51 @@ def resolve_top_k(num_classes: int, top_k: int | None) -> int | None:
     return top_k if top_k < num_classes else None
 
 
+def pack_logits(logits: torch.Tensor, k: int | None) -> dict[str, torch.Tensor]:
+    """One teacher's ``[n, classes]`` logits as stored: ``{"logits"}``, or (``k`` given) its top ``k``
+    ``{"topk_values", "topk_indices", "tail"}`` with the probability mass of the other classes at T = 1."""
+    logits = logits.float()
+    if k is None:
+        return {"logits": logits}
+    values, indices = logits.topk(k, dim=1)
+    others = logits.scatter(1, indices, float("-inf"))
+    log_tail = torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1)
+    return {"topk_values": values, "topk_indices": indices, "tail": log_tail.exp()}
+
+
+def signals_from_logits(
+    logits: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    *,
+    top_k: int | None = None,
+    features: dict[str, torch.Tensor] | None = None,
+    capture: Sequence[str] = (),
+) -> TeacherSignals:
+    """:class:`TeacherSignals` from each teacher's ``[n, classes]`` logits (computed elsewhere: a text
+    teacher's pass over tokenized texts, say), stored dense or as top-k by :func:`resolve_top_k`."""
+    if not logits or len(logits) != len(weights):
+        raise ValueError(f"{len(logits)} teacher(s) but {len(weights)} weight(s)")
+    num_classes = int(logits[0].shape[1])
+    if any(int(t.shape[1]) != num_classes for t in logits):
+        raise ValueError("the teachers predict different numbers of classes")
+    k = resolve_top_k(num_classes, top_k)
+    packed = [pack_logits(t.detach().cpu(), k) for t in logits]
+
+    def stacked(name: str) -> torch.Tensor:
+        return torch.stack([p[name] for p in packed])
+
+    return TeacherSignals(
+        num_classes=num_classes,
+        weights=[float(w) for w in weights],
+        logits=stacked("logits") if k is None else None,
+        topk_values=None if k is None else stacked("topk_values"),
+        topk_indices=None if k is None else stacked("topk_indices"),
+        tail_mass=None if k is None else stacked("tail"),
+        features=dict(features or {}),
+        capture=list(capture),
+    )
+
+
 def compute_signals(
     teachers: Sequence[nn.Module],
     weights: Sequence[float],
@@ -322,15 +378,8 @@ def compute_signals(
                         f"teacher {ti} predicts {logits.shape[1]} classes "
                         f"but teacher 0 predicts {num_classes}"
                     )
-                if k is None:
-                    parts["logits"].append(logits.cpu())
-                else:
-                    values, indices = logits.topk(k, dim=1)
-                    others = logits.scatter(1, indices, float("-inf"))
-                    log_tail = torch.logsumexp(others, dim=1) - torch.logsumexp(logits, dim=1)
-                    parts["topk_values"].append(values.cpu())
-                    parts["topk_indices"].append(indices.cpu())
-                    parts["tail"].append(log_tail.exp().cpu())
+                for name, value in pack_logits(logits, k).items():
+                    parts[name].append(value.cpu())
                 for key, value in hooks.outputs.items():
                     value = value.detach().float()
                     if key.startswith(ATTENTIONS):

@@ -5,9 +5,9 @@ There is no loop here: each of the three sets up its data, student, optimizer an
 :mod:`worker.engine.objective`'s. The file is over 500 lines because those three setups share the
 optimizer, schedule, label checks and outcome type, and read best side by side.
 
-Teacher outputs (un-normalised sentence embeddings, or logits) are computed once, before the loop, and
-returned in the outcome so a caller can store them and pass them back (``teacher_train=`` /
-``teacher_logits=``) to skip the teacher entirely next time.
+Teacher outputs (un-normalised sentence embeddings, or a classifier's :class:`TeacherSignals`: logits and
+attention maps) are computed once, before the loop, and returned in the outcome so a caller can store
+them and pass them back (``teacher_train=`` / ``signals=``) to skip the teacher entirely next time.
 
 Callbacks have the shape of :class:`worker.engine.loop.TrainCallbacks` (``on_step``, ``on_epoch``,
 ``should_stop``), so the runner's callbacks fit as they are.
@@ -25,17 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.spec import CELoss, LossSpec
+from distill.spec import AttentionLoss, CELoss, LossSpec
 from worker.engine.evaluate import eval_mode
 from worker.engine.features import attention_key
 from worker.engine.loop import Checkpoint, Loop, LoopState, NoCallbacks, TrainCallbacks, fit, stack_values
-from worker.engine.objective import build_layered_objective
-from worker.engine.signals import TeacherBatch
+from worker.engine.objective import build_layered_objective, check_layer_map
+from worker.engine.signals import TeacherSignals, signals_from_logits
 from worker.engine.text import (
     DEFAULT_MAX_LENGTH,
     TextClassifier,
     TextEncoder,
     TextModel,
+    TokenizedTexts,
     Tokenizer,
     attention_maps,
     clone_text_model,
@@ -46,7 +47,6 @@ from worker.engine.text_inference import (
     _device,
     _run_batched,
     mean_cosine,
-    pad_teacher_maps,
     teacher_attention_maps,
 )
 
@@ -339,6 +339,51 @@ def train_text_classifier(
     )
 
 
+def attention_layers(
+    losses: Sequence[LossSpec] | None, *, student_layers: int, teacher_layers: int
+) -> list[int]:
+    """The teacher layers whose attention maps the ``attention`` terms of ``losses`` read, in first-use
+    order (``[]``: no attention term). ``ValueError`` for a layer map out of range."""
+    layers: list[int] = []
+    for spec in losses or []:
+        if isinstance(spec, AttentionLoss):
+            pairs = check_layer_map(spec.layer_map, student_layers, teacher_layers)
+            layers.extend(j for _, j in pairs if j not in layers)
+    return layers
+
+
+def classifier_signals(
+    teacher: TextClassifier,
+    tokens: TokenizedTexts,
+    layers: Sequence[int] = (),
+    *,
+    device: torch.device | None = None,
+    top_k: int | None = None,
+    logits: torch.Tensor | None = None,
+) -> TeacherSignals:
+    """A text classifier teacher's signals over ``tokens`` (one teacher, weight 1): its logits (dense, or
+    top-k past :data:`~worker.engine.signals.TOPK_THRESHOLD` classes; ``logits`` given: those) and, for
+    each of ``layers``, its head-averaged attention maps as the feature ``attention_key(layer)``:
+    ``[n, 1, L, L]`` float16, zero-padded to the longest text ``L`` (a batch reads its own width)."""
+    dev = _device(device)
+    if logits is None:
+        with eval_mode(teacher.to(dev)):
+            logits = _run_batched(teacher, tokens, dev, 64)
+    features: dict[str, torch.Tensor] = {}
+    if layers:
+        maps = teacher_attention_maps(teacher, tokens, list(layers), device=dev)
+        width = max(len(ids) for ids in tokens.ids)
+        for p, j in enumerate(layers):
+            stacked = torch.zeros((len(maps), 1, width, width), dtype=torch.float16)
+            for i, example in enumerate(maps):
+                n = example.shape[-1]
+                stacked[i, 0, :n, :n] = example[p]
+            features[attention_key(j)] = stacked
+    return signals_from_logits(
+        [logits], [1.0], top_k=top_k, features=features, capture=[attention_key(j) for j in layers]
+    )
+
+
 def distill_text_classifier(
     teacher: TextClassifier | None,
     student: TextClassifier,
@@ -359,6 +404,7 @@ def distill_text_classifier(
     weight_decay: float = 0.01,
     warmup_ratio: float = 0.06,
     teacher_logits: torch.Tensor | None = None,
+    signals: TeacherSignals | None = None,
     losses: Sequence[LossSpec] | None = None,
     device: torch.device | None = None,
     callbacks: TextCallbacks | None = None,
@@ -385,6 +431,11 @@ def distill_text_classifier(
     attention terms cover the whole pool, cross-entropy only the labeled train texts (its mean over the
     labeled texts of each batch). Teacher logits (computed or passed) follow the pool's order: train
     texts, then transfer texts.
+
+    ``signals``: the teacher's :class:`TeacherSignals` over that pool (:func:`classifier_signals`, or the
+    teacher cache's), dense or top-k, with the attention maps the attention terms read; then the teacher
+    runs only on the validation texts (for ``val_agreement``). ``teacher_logits`` (dense ``[n, classes]``)
+    is the older form of the same.
     """
     began = time.perf_counter()
     _check_texts("train", train_texts)
@@ -405,24 +456,6 @@ def distill_text_classifier(
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     teacher_val = None
     labels_only = losses is not None and bool(losses) and all(term.type == "ce" for term in losses)
-    if teacher is not None:
-        with eval_mode(teacher.to(dev)):
-            if teacher_logits is None:
-                teacher_logits = _run_batched(teacher, train_tokens, dev, 64)
-            teacher_val = _run_batched(teacher, val_tokens, dev, 64)
-    if teacher_logits is None and not labels_only:
-        raise ValueError("pass a teacher or its cached teacher_logits")
-    if teacher_logits is not None and teacher_logits.shape != (len(train_texts), k):
-        raise ValueError(
-            f"teacher logits have shape {list(teacher_logits.shape)}, expected [{len(train_texts)}, {k}]"
-            + (
-                f" (train then transfer texts: {len(train_texts) - len(transfer)} + {len(transfer)})"
-                if transfer
-                else ""
-            )
-        )
-    if labels_only and transfer:
-        raise ValueError("transfer texts have no labels: they need a kd or attention term")
     s_layers = int(encoder_of(student).config.num_hidden_layers)
     t_layers = int(encoder_of(teacher).config.num_hidden_layers) if teacher is not None else s_layers
     objective = build_layered_objective(
@@ -434,17 +467,38 @@ def distill_text_classifier(
         teacher_layers=t_layers,
     )
     attention_terms = [term for term in objective.terms if term.layer_map is not None]
-    maps_for: list[int] = []  # the teacher layers whose maps the attention terms read, in first-use order
-    teacher_maps: list[torch.Tensor] = []
-    if attention_terms:
-        if teacher is None:
-            raise ValueError("attention: the attention loss needs the teacher model, not only its logits")
-        for term in attention_terms:
-            assert term.layer_map is not None
-            maps_for.extend(j for _, j in term.layer_map if j not in maps_for)
-        teacher_maps = teacher_attention_maps(teacher, train_tokens, maps_for, device=dev)
+    maps_for = attention_layers(losses, student_layers=s_layers, teacher_layers=t_layers)
+    missing = [
+        attention_key(j) for j in maps_for if signals is None or attention_key(j) not in signals.features
+    ]
+    if teacher is not None:
+        with eval_mode(teacher.to(dev)):
+            if signals is None or missing:
+                signals = classifier_signals(
+                    teacher, train_tokens, maps_for, device=dev, logits=teacher_logits, top_k=k
+                )
+            teacher_val = _run_batched(teacher, val_tokens, dev, 64)
+    elif teacher_logits is not None and signals is None:
+        signals = signals_from_logits([teacher_logits], [1.0], top_k=k)
+    if signals is None and not labels_only:
+        raise ValueError("pass a teacher or its cached teacher_logits")
+    if signals is not None and (signals.num_examples, signals.num_classes) != (len(train_texts), k):
+        raise ValueError(
+            f"teacher logits have shape {[signals.num_examples, signals.num_classes]}, "
+            f"expected [{len(train_texts)}, {k}]"
+            + (
+                f" (train then transfer texts: {len(train_texts) - len(transfer)} + {len(transfer)})"
+                if transfer
+                else ""
+            )
+        )
+    if labels_only and transfer:
+        raise ValueError("transfer texts have no labels: they need a kd or attention term")
+    if attention_terms and (
+        signals is None or any(attention_key(j) not in signals.features for j in maps_for)
+    ):
+        raise ValueError("attention: the attention loss needs the teacher model, not only its logits")
     y_pool = y_train if y_train is not None else torch.zeros(len(train_texts), dtype=torch.long)
-    one_teacher = torch.ones(1)
 
     torch.manual_seed(seed)
     student.to(dev)
@@ -457,19 +511,16 @@ def distill_text_classifier(
         logits = student(ids, mask).float()
         teacher_batch = None
         student_features: dict[str, torch.Tensor] = {}
-        if teacher_logits is not None:
-            features: dict[str, torch.Tensor] = {}
+        if signals is not None:
+            teacher_batch = signals.batch(idx, dev)
+            width = mask.shape[1]  # the cached maps are padded to the longest text of the pool
+            teacher_batch.features = {
+                key: teacher_batch.features[key][:, :, :width, :width].float()
+                for key in (attention_key(j) for j in maps_for)
+            }
             if attention_terms:
-                padded = pad_teacher_maps([teacher_maps[int(i)] for i in idx], mask.shape[1], dev)
-                features = {attention_key(j): padded[:, p : p + 1] for p, j in enumerate(maps_for)}
                 maps = attention_maps(student, ids, mask)
                 student_features = {attention_key(i): m for i, m in enumerate(maps)}
-            teacher_batch = TeacherBatch(
-                num_classes=k,
-                weights=one_teacher.to(dev),
-                full_logits=teacher_logits[idx].to(dev).unsqueeze(0),
-                features=features,
-            )
         mask_b = None if labeled is None else labeled[idx].to(dev)
         return objective(
             logits, student_features, y_pool[idx].to(dev), mask_b, teacher_batch, attention_mask=mask
@@ -505,8 +556,9 @@ def distill_text_classifier(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
+    teacher_train = None if signals is None or signals.logits is None else signals.logits[0]
     return TextTrainOutcome(
-        student, outcome.stopped, outcome.history, teacher_logits, teacher_val, time.perf_counter() - began
+        student, outcome.stopped, outcome.history, teacher_train, teacher_val, time.perf_counter() - began
     )
 
 

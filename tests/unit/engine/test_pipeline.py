@@ -1,4 +1,4 @@
-"""worker.pipeline: a tabular job from loaded inputs to artifacts (a local object store, CPU).
+"""worker.pipeline over the tabular modality: a job from loaded inputs to artifacts (local store, CPU).
 
 The defects of issue 7 each have their test here: the baseline of a job with a transfer set, raw
 (unstandardised) features, and "auto" choices made on the split test_accuracy is reported on.
@@ -28,6 +28,7 @@ from worker.engine.export import load_model
 from worker.engine.loop import NoCallbacks
 from worker.engine.train import TrainInputs, train_model
 from worker.inputs import LoadedData, LoadedTeacher, choose_splits
+from worker.modalities.tabular import TabularModality
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
 
@@ -64,7 +65,8 @@ def run(spec: dict[str, Any], inputs: TrainInputs, teachers: list[LoadedTeacher]
         inputs=inputs, input_shape=inputs.train.input_shape, num_classes=int(inputs.train.y.max()) + 1
     )
     events: list[str] = []
-    outcome = Pipeline(context(job, tmp_path, events), data=data, teachers=teachers).run(time.monotonic())
+    ctx = context(job, tmp_path, events)
+    outcome = Pipeline(ctx, TabularModality(ctx, data=data, teachers=teachers)).run(time.monotonic())
     assert not outcome.stopped
     return outcome, events
 
