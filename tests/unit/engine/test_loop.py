@@ -95,3 +95,19 @@ def test_no_checkpoint_callback_no_state_and_cancellation_stops_at_once() -> Non
     out = fit(loop, rec)
     assert out.stopped and out.steps == 5 and out.history == []
     assert not model.training
+
+
+def test_resuming_leaves_the_state_unchanged_so_it_resumes_again_to_the_same_weights() -> None:
+    # Optimizer.load_state_dict keeps the state's tensors; training must not update the LoopState in place
+    # (the data-parallel ranks share one through shared memory, and a state may be resumed twice)
+    states: list[LoopState] = []
+    train_model(
+        CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(),
+        checkpoint=states.append, checkpoint_every=3,
+    )  # fmt: skip
+    mid = states[3]
+    saved = {k: v.clone() for k, v in mid.optimizer["state"][0].items()}
+    first = train_model(CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(), state=mid)
+    assert all(torch.equal(mid.optimizer["state"][0][k], v) for k, v in saved.items())
+    second = train_model(CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(), state=mid)
+    assert torch.equal(weights(first.model), weights(second.model))

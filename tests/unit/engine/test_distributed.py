@@ -1,0 +1,103 @@
+"""Data-parallel training (worker.engine.distributed): two gloo processes on CPU train what one process
+trains with the same global batch and seed; rank 0 alone reports and checkpoints, its checkpoints resume
+with one process or two; a cancel stops every rank; a failing rank fails the run with its error.
+
+Tolerance: the two runs differ only in the order of float sums (each rank's mean over its shard, then DDP's
+average), so weights agree to rounding after Adam's updates: within 1e-5 here (measured: ~1e-7).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from engine_support import Recorder, three_blobs
+
+from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
+from worker.engine.distributed import DataParallel, PeerFailed, RankGroup, run_data_parallel
+from worker.engine.loop import STOP_EVERY, LoopState
+from worker.engine.signals import TeacherSignals
+from worker.engine.train import TrainInputs, train_model
+
+CPU = torch.device("cpu")
+# no dropout: each rank draws its own masks, so runs with dropout agree only in distribution
+CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
+TWO = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+TOLERANCE = 1e-5
+
+
+def weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def teacher_signals(n: int) -> TeacherSignals:
+    logits = 3 * torch.randn(1, n, 3, generator=torch.Generator().manual_seed(5))
+    return TeacherSignals(num_classes=3, weights=[1.0], logits=logits)
+
+
+def test_two_gloo_processes_train_the_weights_one_process_trains_with_the_same_global_batch() -> None:
+    # 97 examples in batches of 16: the last batch holds one example, fewer than the ranks
+    data = TrainInputs(train=three_blobs(97, 0), validation=three_blobs(40, 1))
+    training = TrainingSpec(epochs=3, batch_size=16, learning_rate=0.01, seed=3)
+    spec = DistillationSpec(temperature=2.0, alpha=0.7)
+    one_rec, two_rec = Recorder(), Recorder()
+    one = train_model(CFG, data, training, spec, teacher_signals(97), CPU, one_rec)
+    two = train_model(CFG, data, training, spec, teacher_signals(97), CPU, two_rec, parallel=TWO)
+
+    assert not two.stopped
+    assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
+    # rank 0 alone reports: one progress call per optimizer step, one epoch event per epoch
+    assert two_rec.steps == one_rec.steps and len(two_rec.steps) == 3 * 7
+    assert len(two_rec.epochs) == 3
+    for got, want in zip(two.history, one.history, strict=True):
+        assert abs(got["train_loss"] - want["train_loss"]) < TOLERANCE  # every rank's loss counted once
+        assert abs(got["kd_loss"] - want["kd_loss"]) < TOLERANCE
+        assert got["val_accuracy"] == want["val_accuracy"]
+
+
+def test_rank_0_checkpoints_and_its_state_resumes_with_one_process_or_two() -> None:
+    # 101 examples: the last batch of 5 splits 3 / 2 between the ranks
+    data = TrainInputs(train=three_blobs(101, 0), validation=three_blobs(40, 1))
+    training = TrainingSpec(epochs=3, batch_size=16, learning_rate=0.01, seed=4)
+    spec = DistillationSpec()
+    one = train_model(CFG, data, training, spec, None, CPU, Recorder())
+    states: list[LoopState] = []
+    train_model(
+        CFG, data, training, spec, None, CPU, Recorder(),
+        checkpoint=states.append, checkpoint_every=3, parallel=TWO,
+    )  # fmt: skip
+    # 7 steps per epoch: after steps 3 and 6 of each epoch and at each epoch's end, as with one process
+    assert [(s.epoch, s.position) for s in states][:4] == [(1, 48), (1, 96), (2, 0), (2, 32)]
+    mid = states[3]  # in the middle of epoch 2: its loss sums are both ranks'
+    assert set(mid.model) == set(one.model.state_dict())  # the unwrapped model's keys (no "module.")
+
+    alone = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid)
+    again = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid, parallel=TWO)
+    for resumed in (alone, again):
+        assert (weights(resumed.model) - weights(one.model)).abs().max().item() < TOLERANCE
+        assert [h["epoch"] for h in resumed.history] == [1.0, 2.0, 3.0]
+        for got, want in zip(resumed.history, one.history, strict=True):
+            assert abs(got["train_loss"] - want["train_loss"]) < TOLERANCE
+
+
+def test_a_cancel_seen_by_rank_0_stops_every_rank_within_a_few_batches() -> None:
+    data = TrainInputs(train=three_blobs(400, 0), validation=three_blobs(40, 1))
+    training = TrainingSpec(epochs=50, batch_size=8, learning_rate=0.01, seed=3)
+    rec = Recorder(stop_after=5)
+    began = time.monotonic()
+    outcome = train_model(CFG, data, training, DistillationSpec(), None, CPU, rec, parallel=TWO)
+    assert outcome.stopped
+    assert 5 <= len(rec.steps) <= 5 + STOP_EVERY
+    assert time.monotonic() - began < 100  # the peer ended too (the launcher joined it)
+
+
+def test_a_failing_rank_fails_the_run_with_its_error() -> None:
+    def main(ranks: RankGroup) -> None:
+        dist.barrier()  # the peer never gets here
+
+    layout = DataParallel(world=2, backend="gloo", timeout_s=30)
+    with pytest.raises(PeerFailed, match="rank 1 failed: TypeError"):
+        run_data_parallel(layout, CPU, main, functools.partial(divmod, 1))
