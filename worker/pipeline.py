@@ -21,6 +21,7 @@ from distill.nets import count_parameters, fit_standardization
 from distill.results import JobResult, Report
 from distill.spec import DistillationSpec, JobSpec, StoredModelConfig, TrainingSpec
 from worker.engine.auto import AutoChoice, choose
+from worker.engine.distributed import DataParallel
 from worker.engine.ensemble import WeightedEnsemble
 from worker.engine.evaluate import summarize
 from worker.engine.export import (
@@ -88,14 +89,19 @@ class JobContext:
     checkpoint_every: int = 0
     resume: LoopState | None = None
     """A state given earlier to ``checkpoint``: the student's training goes on from it."""
+    parallel: DataParallel | None = None
+    """``resources.gpus > 1``: the student's training runs data-parallel in this layout (tabular jobs)."""
 
     def student_hooks(self) -> dict[str, Any]:
         """The keyword arguments of :func:`worker.engine.loop.fit` for the student's run."""
-        return {
+        hooks: dict[str, Any] = {
             "state": self.resume,
             "checkpoint": self.checkpoint,
             "checkpoint_every": self.checkpoint_every,
         }
+        if self.parallel is not None:
+            hooks["parallel"] = self.parallel
+        return hooks
 
 
 class BasePipeline:
@@ -250,6 +256,7 @@ class Pipeline(BasePipeline):
             "history": distilled.history,
             "environment": {
                 "device": str(self.device),
+                "processes": 1 if self.context.parallel is None else self.context.parallel.world,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },

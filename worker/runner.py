@@ -44,6 +44,7 @@ from worker.engine.device import resolve_device
 from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
+from worker.launch import data_parallel_for, worker_devices
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
@@ -140,7 +141,12 @@ class Runner:
                 session,
                 job_id,
                 message,
-                data={"worker": self.worker_id, "device": str(device), "attempt": job.attempts},
+                data={
+                    "worker": self.worker_id,
+                    "device": str(device),
+                    "devices": worker_devices(self.settings, device),
+                    "attempt": job.attempts,
+                },
             )
             return job
 
@@ -149,6 +155,7 @@ class Runner:
     def _execute(self, job: Job, lease: JobLease) -> str | None:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
+        parallel = data_parallel_for(spec, self.settings, device, self.worker_id)
         torch.manual_seed(spec.training.seed)
         resume = None
         if job.last_checkpoint_key:
@@ -168,6 +175,19 @@ class Runner:
                 workdir=Path(tmp),
             )
             pipeline = self._pipeline(job, spec, device, loader, lease, resume)
+        if parallel is not None:
+            pipeline.context.parallel = parallel
+            lease.write(
+                event=(
+                    f"training {parallel.describe()}: one process per device, the global batch "
+                    f"{spec.training.batch_size} split across them",
+                    {
+                        "processes": parallel.world,
+                        "backend": parallel.backend,
+                        "devices": list(parallel.devices),
+                    },
+                )
+            )
         outcome = pipeline.run(lease.started)
         if outcome.stopped:
             raise Stopped
