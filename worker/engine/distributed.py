@@ -35,8 +35,11 @@ How a run is laid out (the decisions, in one place):
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -176,7 +179,7 @@ def run_data_parallel(
     except BaseException as exc:
         # a collective that failed here means a peer failed first: its error is the one to report;
         # any other error is rank 0's own, and the peers are only stopped
-        from_peer = isinstance(exc, dist.DistError) or type(exc) is RuntimeError
+        from_peer = _lost_a_peer(exc)
         failure = _stop(context, wait_s=30.0 if from_peer else 0.0)
         if from_peer and failure is not None:
             raise PeerFailed(failure) from exc
@@ -190,6 +193,7 @@ def _peer_entry(
 ) -> None:
     """A spawned rank (``index + 1``): claim its device, join the group, run ``peer``."""
     rank = index + 1
+    _die_with_parent()
     if parallel.backend == "nccl":
         os.environ["CUDA_VISIBLE_DEVICES"] = parallel.devices[rank]
         torch.cuda.set_device(0)
@@ -213,6 +217,27 @@ def _peer_entry(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    """Whether rank 0's error is a collective that lost its peers (gloo and NCCL raise ``RuntimeError``
+    or ``DistError`` naming themselves or the closed connection)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return type(exc) is RuntimeError and any(w in text for w in ("gloo", "NCCL", "Connection closed"))
+
+
+def _die_with_parent() -> None:
+    """Linux: a peer is killed when rank 0's process dies (a worker killed mid-job leaves no rank behind).
+    gloo peers also fail at their next collective; an NCCL peer could otherwise wait out the timeout."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _join(context: mp.ProcessContext, timeout_s: float) -> None:

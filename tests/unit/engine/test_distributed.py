@@ -9,7 +9,10 @@ average), so weights agree to rounding after Adam's updates: within 1e-5 here (m
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,3 +104,84 @@ def test_a_failing_rank_fails_the_run_with_its_error() -> None:
     layout = DataParallel(world=2, backend="gloo", timeout_s=30)
     with pytest.raises(PeerFailed, match="rank 1 failed: TypeError"):
         run_data_parallel(layout, CPU, main, functools.partial(divmod, 1))
+
+
+RANK_0 = """
+import sys
+sys.path.insert(0, {support!r})
+import torch
+from engine_support import Recorder, three_blobs
+from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
+from worker.engine.distributed import DataParallel
+from worker.engine.train import TrainInputs, train_model
+
+
+class Announce(Recorder):
+    def on_step(self, **kwargs):
+        if not self.steps:
+            print("training", flush=True)
+        super().on_step(**kwargs)
+
+
+if __name__ == "__main__":
+    data = TrainInputs(train=three_blobs(400, 0), validation=three_blobs(40, 1))
+    cfg = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
+    training = TrainingSpec(epochs=1000, batch_size=8, seed=0)
+    layout = DataParallel(world=2, backend="gloo", timeout_s=600, threads=1)
+    cpu = torch.device("cpu")
+    train_model(cfg, data, training, DistillationSpec(), None, cpu, Announce(), parallel=layout)
+"""
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and "spawn_main" in cmdline(int(status.parent.name)):
+            found.append(int(status.parent.name))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    try:
+        state = next(
+            line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line[:6] == "State:"
+        )
+    except (OSError, StopIteration):
+        return False
+    return "Z" not in state.split(":", 1)[1].split()[0]  # a zombie has exited
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_other_ranks_end_when_rank_0s_process_is_killed_instead_of_waiting_out_the_timeout(
+    tmp_path: Path,
+) -> None:
+    # gloo sees the closed connection at the next collective; the parent-death signal the peers set
+    # (worker.engine.distributed._die_with_parent) also covers a peer that would not reach one (NCCL)
+    script = tmp_path / "rank0.py"
+    script.write_text(RANK_0.format(support=str(Path(__file__).parent)))
+    rank0 = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert rank0.stdout is not None
+        assert rank0.stdout.readline().strip() == b"training"  # both ranks are in the loop
+        peers = children(rank0.pid)
+        assert len(peers) == 1
+        rank0.kill()  # as a worker killed mid-job: no cleanup runs in rank 0
+        rank0.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while running(peers[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not running(peers[0])
+    finally:
+        if rank0.poll() is None:
+            rank0.kill()
