@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from engine_support import Recorder, three_blobs
+from engine_support import Recorder, averaged_gradients, three_blobs
 
 from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.distributed import DataParallel, PeerFailed, RankGroup, run_data_parallel
@@ -110,7 +110,7 @@ RANK_0 = """
 import sys
 sys.path.insert(0, {support!r})
 import torch
-from engine_support import Recorder, three_blobs
+from engine_support import Recorder, averaged_gradients, three_blobs
 from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.distributed import DataParallel
 from worker.engine.train import TrainInputs, train_model
@@ -185,3 +185,15 @@ def test_the_other_ranks_end_when_rank_0s_process_is_killed_instead_of_waiting_o
     finally:
         if rank0.poll() is None:
             rank0.kill()
+
+
+def test_the_objectives_own_parameters_get_the_ranks_average_gradient() -> None:
+    # hint projections live outside the DDP-wrapped student: fit averages their gradients itself
+    layout = DataParallel(world=2, backend="gloo", timeout_s=60)
+    mine = run_data_parallel(
+        layout,
+        CPU,
+        functools.partial(averaged_gradients, 2.0),
+        functools.partial(averaged_gradients, 2.0),
+    )
+    assert mine == [3.0] * 8  # (2 * 1 + 2 * 2) / 2 for the 6 weights and 2 biases
