@@ -19,11 +19,13 @@ import torch
 import torch.distributed as dist
 from engine_support import Recorder, averaged_gradients, three_blobs
 
-from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
+from distill.nets import build_model
+from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.distributed import DataParallel, PeerFailed, RankGroup, run_data_parallel
 from worker.engine.loop import STOP_EVERY, LoopState
-from worker.engine.signals import TeacherSignals
-from worker.engine.train import TrainInputs, train_model
+from worker.engine.objective import teacher_capture
+from worker.engine.signals import TeacherSignals, compute_signals
+from worker.engine.train import TrainInputs, pool_inputs, train_model
 
 CPU = torch.device("cpu")
 # no dropout: each rank draws its own masks, so runs with dropout agree only in distribution
@@ -111,7 +113,8 @@ import sys
 sys.path.insert(0, {support!r})
 import torch
 from engine_support import Recorder, averaged_gradients, three_blobs
-from distill.spec import DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
+from distill.nets import build_model
+from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
 from worker.engine.distributed import DataParallel
 from worker.engine.train import TrainInputs, train_model
 
@@ -197,3 +200,27 @@ def test_the_objectives_own_parameters_get_the_ranks_average_gradient() -> None:
         functools.partial(averaged_gradients, 2.0),
     )
     assert mine == [3.0] * 8  # (2 * 1 + 2 * 2) / 2 for the 6 weights and 2 biases
+
+
+def test_a_hint_loss_with_its_learned_projection_trains_the_same_in_two_processes() -> None:
+    # the projection is a parameter of the objective, not of the DDP-wrapped student
+    data = TrainInputs(train=three_blobs(96, 0), validation=three_blobs(40, 1))
+    torch.manual_seed(0)
+    teacher = build_model(StoredModelConfig(model=CNNConfig(channels=[6]), input_shape=[4], num_classes=3))
+    spec = DistillationSpec.model_validate(
+        {
+            "temperature": 2.0,
+            "losses": [
+                {"type": "hint", "student_layer": "2", "teacher_layer": "3"},  # [16] -> [6, 2]
+                {"type": "kd"},
+                {"type": "ce", "weight": 0.5},
+            ],
+        }
+    )
+    signals = compute_signals([teacher], [1.0], pool_inputs(data), CPU, capture=teacher_capture(spec))
+    training = TrainingSpec(epochs=2, batch_size=16, learning_rate=0.01, seed=2)
+    one = train_model(CFG, data, training, spec, signals, CPU, Recorder())
+    two = train_model(CFG, data, training, spec, signals, CPU, Recorder(), parallel=TWO)
+    assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
+    for got, want in zip(two.history, one.history, strict=True):
+        assert abs(got["hint_loss"] - want["hint_loss"]) < TOLERANCE
