@@ -41,6 +41,7 @@ from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps
 from distill.tables import Artifact, Job
 from worker.checkpoints import Checkpointer, resume_from
 from worker.engine.device import resolve_device
+from worker.engine.distributed import DataParallel
 from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
@@ -74,6 +75,16 @@ class Runner:
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self.shutting_down = threading.Event()
         """Set on a warm shutdown: the running job is handed back (``running → queued``)."""
+        try:
+            device = resolve_device(settings.device)
+            log.info(
+                "worker %s trains on %s; a job may use up to %d device(s) (resources.gpus)",
+                self.worker_id,
+                device,
+                worker_devices(settings, device),
+            )
+        except ValueError as error:  # each job fails with it when it starts
+            log.error("worker %s: %s", self.worker_id, error)
 
     # -- the job's life ------------------------------------------------------------------------------
 
@@ -174,9 +185,8 @@ class Runner:
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
             )
-            pipeline = self._pipeline(job, spec, device, loader, lease, resume)
+            pipeline = self._pipeline(job, spec, device, loader, lease, resume, parallel)
         if parallel is not None:
-            pipeline.context.parallel = parallel
             lease.write(
                 event=(
                     f"training {parallel.describe()}: one process per device, the global batch "
@@ -202,6 +212,7 @@ class Runner:
         loader: InputLoader,
         lease: JobLease,
         resume: LoopState | None,
+        parallel: DataParallel | None = None,
     ) -> Pipeline | TextPipeline:
         """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
         context = JobContext(
@@ -217,6 +228,7 @@ class Runner:
             ),
             checkpoint_every=self.settings.checkpoint_every_steps,
             resume=resume,
+            parallel=parallel,
         )
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
