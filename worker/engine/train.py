@@ -11,6 +11,7 @@ over its labeled examples.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,7 +119,8 @@ def train_model(
     args = (cfg, inputs, training, distillation, signals, device)
     if parallel is None or parallel.world == 1:
         return _train(*args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, None)
-    peer = functools.partial(_peer, args, temperature, alpha, state, checkpoint_every)
+    shared = (cfg, SharedInputs.of(inputs), training, distillation, signals)
+    peer = functools.partial(_peer, shared, temperature, alpha, state, checkpoint_every)
     return run_data_parallel(
         parallel,
         device,
@@ -129,10 +131,40 @@ def train_model(
     )
 
 
+@dataclass
+class SharedInputs:
+    """:class:`TrainInputs` as tensors, for the spawned ranks: tensors travel through shared memory (one copy
+    for every rank), where arrays would be pickled through each rank's pipe."""
+
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor | None] | None]
+
+    @classmethod
+    def of(cls, inputs: TrainInputs) -> SharedInputs:
+        def share(ds: ArrayDataset | None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+            if ds is None:
+                return None
+            with warnings.catch_warnings():  # read-only arrays: the ranks never write them
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(ds.x), None if ds.y is None else torch.from_numpy(ds.y)
+
+        return cls(
+            {name: share(getattr(inputs, name)) for name in ("train", "validation", "transfer", "test")}
+        )
+
+    def inputs(self) -> TrainInputs:
+        def back(part: tuple[torch.Tensor, torch.Tensor | None] | None) -> ArrayDataset | None:
+            if part is None:
+                return None
+            x, y = part
+            return ArrayDataset(x.numpy(), None if y is None else y.numpy())
+
+        train, validation = back(self.parts["train"]), back(self.parts["validation"])
+        assert train is not None and validation is not None
+        return TrainInputs(train, validation, back(self.parts["transfer"]), back(self.parts["test"]))
+
+
 def _peer(
-    args: tuple[
-        StoredModelConfig, TrainInputs, TrainingSpec, DistillationSpec, TeacherSignals | None, torch.device
-    ],
+    shared: tuple[StoredModelConfig, SharedInputs, TrainingSpec, DistillationSpec, TeacherSignals | None],
     temperature: float | None,
     alpha: float | None,
     state: LoopState | None,
@@ -140,10 +172,10 @@ def _peer(
     ranks: RankGroup,
 ) -> None:
     """A spawned rank's part of :func:`train_model`: the same run on its own device, without callbacks."""
-    cfg, inputs, training, distillation, signals, _ = args
+    cfg, inputs, training, distillation, signals = shared
     _train(
         cfg,
-        inputs,
+        inputs.inputs(),
         training,
         distillation,
         signals,

@@ -25,7 +25,7 @@ from worker.engine.distributed import DataParallel, PeerFailed, RankGroup, run_d
 from worker.engine.loop import STOP_EVERY, LoopState
 from worker.engine.objective import teacher_capture
 from worker.engine.signals import TeacherSignals, compute_signals
-from worker.engine.train import TrainInputs, pool_inputs, train_model
+from worker.engine.train import SharedInputs, TrainInputs, pool_inputs, train_model
 
 CPU = torch.device("cpu")
 # no dropout: each rank draws its own masks, so runs with dropout agree only in distribution
@@ -224,3 +224,23 @@ def test_a_hint_loss_with_its_learned_projection_trains_the_same_in_two_processe
     assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
     for got, want in zip(two.history, one.history, strict=True):
         assert abs(got["hint_loss"] - want["hint_loss"]) < TOLERANCE
+
+
+def test_the_inputs_reach_the_ranks_whole_through_shared_memory() -> None:
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import numpy as np
+
+    from distill.datasets import ArrayDataset
+
+    data = TrainInputs(
+        train=three_blobs(20, 0), validation=three_blobs(8, 1), transfer=ArrayDataset(three_blobs(6, 2).x)
+    )
+    # pickled as torch.multiprocessing pickles a spawned rank's arguments (tensors: shared memory handles)
+    back = pickle.loads(ForkingPickler.dumps(SharedInputs.of(data))).inputs()
+    assert back.test is None and back.transfer is not None and back.transfer.y is None
+    for got, want in ((back.train, data.train), (back.validation, data.validation)):
+        assert np.array_equal(got.x, want.x) and got.y is not None and want.y is not None
+        assert np.array_equal(got.y, want.y) and got.y.dtype == np.int64
+    assert np.array_equal(back.transfer.x, data.transfer.x)  # type: ignore[union-attr]
