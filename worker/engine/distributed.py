@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -156,13 +157,14 @@ def run_data_parallel(
     folder = tempfile.mkdtemp(prefix="distill-ddp-")
     init_method = f"file://{os.path.join(folder, 'rendezvous')}"
     timeout = timedelta(seconds=parallel.timeout_s)
-    context = mp.start_processes(
-        _peer_entry,
-        args=(parallel, init_method, peer),
-        nprocs=parallel.world - 1,
-        join=False,
-        start_method="spawn",
-    )
+    with _children_allowed():
+        context = mp.start_processes(
+            _peer_entry,
+            args=(parallel, init_method, peer),
+            nprocs=parallel.world - 1,
+            join=False,
+            start_method="spawn",
+        )
     try:
         if parallel.backend == "nccl":
             torch.cuda.set_device(device)
@@ -213,10 +215,38 @@ def _peer_entry(
         try:
             peer(RankGroup(rank, parallel.world, device))
         except TrainingDiverged:
-            return  # every rank sees the same summed loss: rank 0 reports it for the job
-        dist.barrier()
+            pass  # every rank sees the same summed loss: rank 0 reports it for the job
+        else:
+            dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Done: end without the interpreter's teardown, where a gloo thread still joinable at exit sometimes
+    # aborted a peer after a successful run (SIGABRT, "terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process start the ranks: Celery's prefork pool (``distill worker --concurrency N``)
+    runs each task in a daemonic process, which ``multiprocessing`` forbids to have children so that none
+    outlives it (and whose key, billiard's, the spawn pickler refuses: the same bytes go as the standard
+    library's key). The ranks cannot outlive it either: rank 0 joins them, or stops them when it fails, and
+    each takes a parent-death signal (:func:`_die_with_parent`)."""
+    config: dict[str, object] = getattr(multiprocessing.current_process(), "_config", {})
+    daemon, authkey = config.get("daemon"), config.get("authkey")
+    if daemon:
+        config["daemon"] = False
+    standard_key = getattr(multiprocessing.process, "AuthenticationString", bytes)
+    if isinstance(authkey, bytes) and not isinstance(authkey, standard_key):
+        config["authkey"] = standard_key(authkey)
+    try:
+        yield
+    finally:
+        if daemon:
+            config["daemon"] = daemon
+        config["authkey"] = authkey
 
 
 def _lost_a_peer(exc: BaseException) -> bool:

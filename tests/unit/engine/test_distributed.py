@@ -244,3 +244,17 @@ def test_the_inputs_reach_the_ranks_whole_through_shared_memory() -> None:
         assert np.array_equal(got.x, want.x) and got.y is not None and want.y is not None
         assert np.array_equal(got.y, want.y) and got.y.dtype == np.int64
     assert np.array_equal(back.transfer.x, data.transfer.x)  # type: ignore[union-attr]
+
+
+def _ranks_from_a_pool_process(_: int) -> list[float]:
+    layout = DataParallel(world=2, backend="gloo", timeout_s=60)
+    job = functools.partial(averaged_gradients, 2.0)
+    return run_data_parallel(layout, CPU, job, job)
+
+
+def test_a_celery_prefork_pool_process_can_start_the_ranks() -> None:
+    # `distill worker --concurrency 2` runs jobs in billiard's daemonic pool processes
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        assert pool.map(_ranks_from_a_pool_process, [0]) == [[3.0] * 8]
