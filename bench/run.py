@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "text": ("bench.text_embedding", [], "MiniLM-L6 embedding student: cosine >= 0.9, >= 3x faster"),
     "poll": ("bench.status_poll", [], "authenticated status poll >= 0.9 of a bare primary-key select"),
     "pickup": ("bench.worker_pickup", [], "a worker's first pick-up within 50 ms of the next"),
+    "ddp": ("bench.data_parallel", [], "1 vs 2 gloo ranks throughput"),
 }
 
 

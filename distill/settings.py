@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0)
     """CPU threads for PyTorch in a worker; 0 keeps PyTorch's default (one per core). On a small or shared
     CPU, fewer threads than cores avoid oversubscription (two threads fighting for a busy core)."""
+    worker_devices: int = Field(default=0, ge=0, le=64)
+    """How many devices this worker offers one job (``resources.gpus`` up to it train data-parallel, one
+    process per device). 0: every CUDA device it sees when it trains on CUDA, else 1. On a CPU worker a
+    number above 1 runs that many gloo processes (for testing the data-parallel path without GPUs)."""
+    distributed_timeout_seconds: float = Field(default=600.0, gt=0.0)
+    """Data-parallel jobs: how long a rank waits for the others (rendezvous, a collective) before the job
+    fails; rank 0 evaluates after each epoch while the others wait, so keep it above an evaluation's time."""
 
     # -- live events, webhooks, observability (helper E) --
     queues: str = ""
@@ -119,6 +126,9 @@ class Settings(BaseSettings):
     max_epochs: int = Field(default=1000, ge=1)
     max_runtime_s: int = Field(default=24 * 3600, ge=1)
     """The longest ``training.max_runtime_s`` a job may ask for."""
+    max_gpus: int = Field(default=8, ge=1, le=64)
+    """The most devices (``resources.gpus``) a job may ask for: the most any worker pool of this deployment
+    has on one node."""
 
     # ---- uploads: bounded memory (helper H: issue 9, item 7) ----
     max_dataset_array_bytes: int = Field(default=2 * 1024**3, ge=1)

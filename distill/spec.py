@@ -302,17 +302,9 @@ class ResourcesSpec(_Strict):
     )
     """A named queue that a worker pool serves (``DISTILL_QUEUE_NAME`` of its workers); none: the default."""
     gpus: int = Field(default=1, ge=0, le=64)
-    """Recorded and checked; a job trains on its worker's one device (multi-GPU training is not built yet)."""
-
-    @field_validator("gpus")
-    @classmethod
-    def _one_device(cls, value: int) -> int:
-        if value > 1:
-            raise ValueError(
-                "multi-GPU training is not supported yet: a job trains on one device; use gpus 0 or 1 and "
-                "run more workers (one per GPU) to run more jobs at once"
-            )
-        return value
+    """Devices the job trains on: above 1, data-parallel with one process per device on one worker node
+    (tabular jobs; the worker must have that many, ``DISTILL_WORKER_DEVICES``); 0 or 1: the worker's one
+    device."""
 
 
 class JobSpec(_Strict):

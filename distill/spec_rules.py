@@ -71,6 +71,12 @@ def check_spec_rules(spec: JobSpec) -> None:
 
 def _text_rules(spec: JobSpec, model: EncoderConfig) -> None:
     """A text job (an ``encoder`` student): one teacher that fits the task, engine options it supports."""
+    if spec.resources.gpus > 1:
+        raise SpecError(
+            "resources.gpus",
+            f"resources.gpus: text jobs train on one device for now ({spec.resources.gpus} asked); "
+            "data-parallel training (gpus above 1) is built for tabular students: use gpus 1",
+        )
     if spec.data.augment is not None:
         raise SpecError(
             "data.augment",

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 
 from distill.spec import JobSpec
+from worker.engine.distributed import DataParallel
 from worker.engine.loop import Checkpoint, LoopState, TrainCallbacks
 from worker.engine.report import render_summary
 from worker.engine.signals import TeacherSignals
@@ -77,14 +78,19 @@ class JobContext:
     checkpoint_every: int = 0
     resume: LoopState | None = None
     """A state given earlier to ``checkpoint``: the student's training goes on from it."""
+    parallel: DataParallel | None = None
+    """``resources.gpus > 1``: the student's training runs data-parallel in this layout (tabular jobs)."""
 
     def student_hooks(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`worker.engine.loop.fit` for the student's run."""
-        return {
+        """The keyword arguments of :func:`worker.engine.train.train_model` for the student's run."""
+        hooks: dict[str, Any] = {
             "state": self.resume,
             "checkpoint": self.checkpoint,
             "checkpoint_every": self.checkpoint_every,
         }
+        if self.parallel is not None:
+            hooks["parallel"] = self.parallel
+        return hooks
 
 
 @dataclass

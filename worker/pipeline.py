@@ -200,6 +200,7 @@ class Pipeline(BasePipeline):
             "history": student.history,
             "environment": {
                 "device": str(self.device),
+                "processes": 1 if self.context.parallel is None else self.context.parallel.world,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             },

@@ -43,9 +43,11 @@ from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps
 from distill.tables import Artifact, Job, Tenant
 from worker.checkpoints import Checkpointer, resume_from
 from worker.engine.device import resolve_device
+from worker.engine.distributed import DataParallel
 from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
+from worker.launch import data_parallel_for, worker_devices
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
 from worker.modalities import modality_for
 from worker.pipeline import JobContext, Pipeline
@@ -82,6 +84,16 @@ class Runner:
         self.worker_id = worker_id or settings.worker_id or default_worker_id()
         self.shutting_down = threading.Event()
         """Set on a warm shutdown: the running job is handed back (``running → queued``)."""
+        try:
+            device = resolve_device(settings.device)
+            log.info(
+                "worker %s trains on %s; a job may use up to %d device(s) (resources.gpus)",
+                self.worker_id,
+                device,
+                worker_devices(settings, device),
+            )
+        except ValueError as error:  # each job fails with it when it starts
+            log.error("worker %s: %s", self.worker_id, error)
 
     def warm_up(self) -> None:
         """Make now what the first job would otherwise make lazily, so it is picked up as fast as the
@@ -217,6 +229,7 @@ class Runner:
                     "status": "running",
                     "worker": self.worker_id,
                     "device": str(device),
+                    "devices": worker_devices(self.settings, device),
                     "attempt": job.attempts,
                 },
             )
@@ -227,6 +240,7 @@ class Runner:
     def _execute(self, job: Job, lease: JobLease) -> str | None:
         spec = JobSpec.model_validate(job.spec)
         device = resolve_device(self.settings.device)
+        parallel = data_parallel_for(spec, self.settings, device, self.worker_id)
         torch.manual_seed(spec.training.seed)
         resume = None
         if job.last_checkpoint_key:
@@ -245,7 +259,19 @@ class Runner:
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
             )
-            pipeline = self._pipeline(job, spec, device, loader, lease, resume)
+            pipeline = self._pipeline(job, spec, device, loader, lease, resume, parallel)
+        if parallel is not None:
+            lease.write(
+                event=(
+                    f"training {parallel.describe()}: one process per device, the global batch "
+                    f"{spec.training.batch_size} split across them",
+                    {
+                        "processes": parallel.world,
+                        "backend": parallel.backend,
+                        "devices": list(parallel.devices),
+                    },
+                )
+            )
         outcome = pipeline.run(lease.started)
         if outcome.stopped:
             raise Stopped
@@ -260,6 +286,7 @@ class Runner:
         loader: InputLoader,
         lease: JobLease,
         resume: LoopState | None,
+        parallel: DataParallel | None = None,
     ) -> Pipeline:
         """Load the job's inputs and build its pipeline over the spec's modality (tabular, text...)."""
         context = JobContext(
@@ -275,6 +302,7 @@ class Runner:
             ),
             checkpoint_every=self.settings.checkpoint_every_steps,
             resume=resume,
+            parallel=parallel,
         )
         modality = modality_for(spec).load(context, loader)
         lease.write(event=("data loaded", modality.data_summary()))

@@ -94,6 +94,13 @@ def check_ceilings(session: Session, tenant: Tenant, spec: JobSpec, settings: Se
             field="training.max_runtime_s",
             code="over_limit",
         )
+    if spec.resources.gpus > settings.max_gpus:
+        raise Invalid(
+            f"resources.gpus: {spec.resources.gpus} is over this server's limit of {settings.max_gpus} "
+            "devices per job (DISTILL_MAX_GPUS: the most any worker has on one node)",
+            field="resources.gpus",
+            code="over_limit",
+        )
     parameters = student_parameters(session, tenant, spec)
     if parameters is not None and parameters > settings.max_parameters:
         field = {"mlp": "model.hidden", "cnn": "model.channels"}.get(spec.model.arch, "model")

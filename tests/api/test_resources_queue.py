@@ -1,4 +1,5 @@
-"""``resources``: a job's message goes to the queue of the worker pool it names; ``gpus`` is checked."""
+"""``resources``: a job's message goes to the queue of the worker pool it names; ``gpus`` is checked
+(data-parallel jobs up to ``DISTILL_MAX_GPUS``; text jobs on one device)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def test_a_job_naming_a_queue_is_sent_there_and_records_its_resources(client, ac
         redis.Redis.from_url(settings.broker_url).delete(pool)
 
 
-def test_more_than_one_gpu_or_a_bad_queue_name_answers_422_naming_the_field(client, acme):
+def test_a_bad_gpu_count_or_queue_name_answers_422_naming_the_field(client, acme):
     for resources, field in (
-        ({"gpus": 4}, "resources.gpus"),
+        ({"gpus": 65}, "resources.gpus"),
         ({"gpus": -1}, "resources.gpus"),
         ({"queue": "no spaces please"}, "resources.queue"),
         ({"cpus": 2}, "resources.cpus"),
@@ -47,12 +48,36 @@ def test_more_than_one_gpu_or_a_bad_queue_name_answers_422_naming_the_field(clie
         response = client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": resources})
         assert response.status_code == 422, response.text
         assert response.json()["error"]["field"] == field
-    assert (
-        "multi-GPU"
-        in client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": {"gpus": 2}}).json()["error"][
-            "message"
-        ]
-    )
+
+
+def test_several_gpus_are_accepted_up_to_the_servers_limit(client, acme, monkeypatch):
+    settings = client.app_state.settings  # type: ignore[attr-defined]
+    pool = f"{settings.queue_name}-multi"
+    monkeypatch.setattr(settings, "max_gpus", 4)
+    over = client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": {"gpus": 5}})
+    assert over.status_code == 422
+    error = over.json()["error"]
+    assert (error["field"], error["code"]) == ("resources.gpus", "over_limit")
+    assert "DISTILL_MAX_GPUS" in error["message"]
+    try:
+        ok = client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": {"queue": pool, "gpus": 4}})
+        assert ok.status_code == 201, ok.text
+        assert ok.json()["spec"]["resources"] == {"queue": pool, "gpus": 4}
+        assert waiting(client, pool) == [ok.json()["id"]]
+    finally:
+        redis.Redis.from_url(settings.broker_url).delete(pool)
+
+
+def test_a_text_job_asking_for_several_gpus_answers_422_naming_resources_gpus(client, acme):
+    spec = {
+        "data": {"train": {"builtin": "digits"}},
+        "model": {"arch": "encoder", "layers": 1},
+        "resources": {"gpus": 2},
+    }
+    response = client.post("/v1/jobs", headers=acme, json=spec)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "resources.gpus" and "text jobs" in error["message"]
 
 
 def test_a_queue_no_pool_serves_answers_422_when_the_pools_are_listed(client, acme, monkeypatch):

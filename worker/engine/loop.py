@@ -10,19 +10,31 @@ check, and the hooks checkpointing needs (a :class:`LoopState` handed to ``check
 Resuming is exact on CPU: the state holds the model, optimizer and scheduler, the shuffling generator as it
 was when the epoch began, torch's global RNG (dropout) and the position in the epoch, so a run resumed from
 any state ends where the uninterrupted run ends.
+
+Data-parallel: with :attr:`Loop.ranks` set (a :class:`worker.engine.distributed.RankGroup`), each rank
+trains on its shard of every global batch, and only rank 0 evaluates, calls the callbacks and checkpoints
+(see :mod:`worker.engine.distributed` for the layout).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from worker.engine.distributed import RankGroup
+
+
+STOP_EVERY = 8
+"""Data-parallel: batches between two agreements of the ranks on whether to stop."""
 
 
 class TrainCallbacks(Protocol):
@@ -142,6 +154,9 @@ class Loop:
     extra: nn.Module | None = None
     """Other trained parameters to checkpoint with the model (the objective's projections)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    ranks: RankGroup | None = None
+    """Data-parallel: this process's rank; ``step`` must then run the DDP-wrapped model
+    (:meth:`RankGroup.wrap`). None: one process."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -174,6 +189,8 @@ def fit(
     saved unless it is given. Raises :class:`TrainingDiverged` when an epoch's loss is not finite.
     """
     cb = callbacks or NoCallbacks()
+    ranks = loop.ranks
+    main = ranks is None or ranks.is_main
     model, n, bs = loop.model, loop.examples, loop.batch_size
     epochs, steps = loop.epochs, loop.epochs * loop.steps_per_epoch
     shuffle = torch.Generator().manual_seed(loop.seed)
@@ -185,9 +202,10 @@ def fit(
         shuffle.set_state(state.shuffle)
         history, step = [dict(h) for h in state.history], state.step
         first_epoch, position = state.epoch, state.position
-        totals = state.totals.to(loop.device).clone()
+        if main:  # the state's sums are every rank's: counted once
+            totals = state.totals.to(loop.device).clone()
 
-    def snapshot(epoch: int, at: int, epoch_shuffle: torch.Tensor) -> LoopState:
+    def snapshot(epoch: int, at: int, epoch_shuffle: torch.Tensor, sums: torch.Tensor) -> LoopState:
         return LoopState(
             epoch=epoch,
             position=at,
@@ -197,7 +215,7 @@ def fit(
             scheduler=None if loop.scheduler is None else copy.deepcopy(loop.scheduler.state_dict()),
             shuffle=epoch_shuffle.clone(),
             rng=torch.get_rng_state(),
-            totals=totals.detach().cpu().clone(),
+            totals=sums.detach().cpu().clone(),
             history=[dict(h) for h in history],
             extra={} if loop.extra is None else copy.deepcopy(loop.extra.state_dict()),
         )
@@ -212,7 +230,11 @@ def fit(
         batches = list(range(position, n, bs))
         epoch_started, trained = time.perf_counter(), n - position
         for b, start in enumerate(batches):
-            if cb.should_stop():
+            if ranks is None:
+                stop = cb.should_stop()
+            else:  # every rank stops at the same batch (rank 0 holds the callbacks)
+                stop = b % STOP_EVERY == 0 and ranks.agree_to_stop(cb.should_stop())
+            if stop:
                 model.eval()
                 return FitOutcome(stopped=True, history=history, steps=step)
             idx = order[start : start + bs]
@@ -221,30 +243,44 @@ def fit(
             index_in_epoch = start // bs
             group_start = index_in_epoch - index_in_epoch % group
             group = min(group, math.ceil(n / bs) - group_start)
-            loss, values = loop.step(idx)
-            if index_in_epoch % loop.accumulate == 0:
-                loop.optimizer.zero_grad(set_to_none=True)
-            (loss / group if group > 1 else loss).backward()
-            totals.add_(values.to(totals.device), alpha=len(idx))
-            if (index_in_epoch + 1 - group_start) < group:
+            last = (index_in_epoch + 1 - group_start) >= group
+            mine, scale, weight = (idx, 1.0, len(idx)) if ranks is None else ranks.shard(idx)
+            with contextlib.nullcontext() if ranks is None else ranks.no_sync(last):
+                loss, values = loop.step(mine)
+                if index_in_epoch % loop.accumulate == 0:
+                    loop.optimizer.zero_grad(set_to_none=True)
+                if scale != 1.0:
+                    loss = loss * scale
+                (loss / group if group > 1 else loss).backward()
+            totals.add_(values.to(totals.device), alpha=weight)
+            if not last:
                 continue
+            if ranks is not None and loop.extra is not None:
+                ranks.average_gradients(loop.extra)
             loop.optimizer.step()
             if loop.scheduler is not None:
                 loop.scheduler.step()
             step += 1
             cb.on_step(epoch=epoch, epochs=epochs, step=step, steps=steps)
             more = b + 1 < len(batches)
-            if checkpoint is not None and checkpoint_every > 0 and step % checkpoint_every == 0 and more:
-                checkpoint(snapshot(epoch, start + bs, epoch_shuffle))
+            if checkpoint_every > 0 and step % checkpoint_every == 0 and more:
+                if ranks is not None:  # every rank takes part in the sum; rank 0 saves it
+                    sums = ranks.summed(totals)
+                    if checkpoint is not None:
+                        checkpoint(snapshot(epoch, start + bs, epoch_shuffle, sums))
+                elif checkpoint is not None:
+                    checkpoint(snapshot(epoch, start + bs, epoch_shuffle, totals))
 
-        means = dict(zip(loop.keys, (totals / n).tolist(), strict=True))  # (reading them syncs the device)
+        epoch_totals = totals if ranks is None else ranks.summed(totals)
+        means = dict(zip(loop.keys, (epoch_totals / n).tolist(), strict=True))  # (reading syncs the device)
         seconds = time.perf_counter() - epoch_started
         first = loop.keys[0]
         check_finite(epoch, means[first], loop.learning_rate)
         metrics = {"train_loss": means.pop(first), **means}
         model.eval()
-        with torch.inference_mode():
-            metrics |= loop.evaluate()
+        if main:
+            with torch.inference_mode():
+                metrics |= loop.evaluate()
         history.append({"epoch": float(epoch), **metrics})
         cb.on_epoch(
             epoch=epoch,
@@ -257,7 +293,7 @@ def fit(
         )
         if checkpoint is not None:
             totals.zero_()
-            checkpoint(snapshot(epoch + 1, 0, shuffle.get_state()))
+            checkpoint(snapshot(epoch + 1, 0, shuffle.get_state(), totals))
 
     model.eval()
     return FitOutcome(stopped=False, history=history, steps=step)
@@ -265,7 +301,9 @@ def fit(
 
 def _restore(loop: Loop, state: LoopState) -> None:
     loop.model.load_state_dict(state.model)
-    loop.optimizer.load_state_dict(state.optimizer)
+    # a copy: Optimizer.load_state_dict keeps the state's tensors and updates them in place, which would
+    # change the LoopState (reused by another run, or shared with the other ranks' processes)
+    loop.optimizer.load_state_dict(copy.deepcopy(state.optimizer))
     if loop.scheduler is not None and state.scheduler is not None:
         loop.scheduler.load_state_dict(state.scheduler)
     if loop.extra is not None and state.extra:

@@ -10,6 +10,8 @@ over its labeled examples.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +22,7 @@ from torch import nn
 from distill.datasets import ArrayDataset
 from distill.nets import build_model
 from distill.spec import DistillationSpec, StoredModelConfig, TrainingSpec
+from worker.engine.distributed import DataParallel, RankGroup, run_data_parallel
 from worker.engine.evaluate import autocast, predict_logits
 from worker.engine.features import FeatureCapture
 from worker.engine.loop import (
@@ -101,14 +104,107 @@ def train_model(
     state: LoopState | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 0,
+    parallel: DataParallel | None = None,
 ) -> TrainOutcome:
     """Train a student of architecture ``cfg``; on CPU the same inputs and seed give the same weights.
 
     ``signals``: the teachers' outputs over :func:`pool_inputs` (``None``: no teacher, plain training).
     ``temperature`` / ``alpha``: the resolved numbers when the spec says ``"auto"``; ``None`` takes the
     spec's value. ``state`` / ``checkpoint`` / ``checkpoint_every``: see :func:`worker.engine.loop.fit`.
-    Raises ``ValueError`` with a message for the user when inputs, signals or losses do not fit.
+    ``parallel``: train data-parallel over ``parallel.world`` processes, this one rank 0 (it alone calls
+    ``callbacks`` and ``checkpoint``; the same global batch and seed as one process, see
+    :mod:`worker.engine.distributed`). Raises ``ValueError`` with a message for the user when inputs,
+    signals or losses do not fit.
     """
+    args = (cfg, inputs, training, distillation, signals, device)
+    if parallel is None or parallel.world == 1:
+        return _train(*args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, None)
+    shared = (cfg, SharedInputs.of(inputs), training, distillation, signals)
+    peer = functools.partial(_peer, shared, temperature, alpha, state, checkpoint_every)
+    return run_data_parallel(
+        parallel,
+        device,
+        lambda ranks: _train(
+            *args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, ranks
+        ),
+        peer,
+    )
+
+
+@dataclass
+class SharedInputs:
+    """:class:`TrainInputs` as tensors, for the spawned ranks: tensors travel through shared memory (one copy
+    for every rank), where arrays would be pickled through each rank's pipe."""
+
+    parts: dict[str, tuple[torch.Tensor, torch.Tensor | None] | None]
+
+    @classmethod
+    def of(cls, inputs: TrainInputs) -> SharedInputs:
+        def share(ds: ArrayDataset | None) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+            if ds is None:
+                return None
+            with warnings.catch_warnings():  # read-only arrays: the ranks never write them
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.from_numpy(ds.x), None if ds.y is None else torch.from_numpy(ds.y)
+
+        return cls(
+            {name: share(getattr(inputs, name)) for name in ("train", "validation", "transfer", "test")}
+        )
+
+    def inputs(self) -> TrainInputs:
+        def back(part: tuple[torch.Tensor, torch.Tensor | None] | None) -> ArrayDataset | None:
+            if part is None:
+                return None
+            x, y = part
+            return ArrayDataset(x.numpy(), None if y is None else y.numpy())
+
+        train, validation = back(self.parts["train"]), back(self.parts["validation"])
+        assert train is not None and validation is not None
+        return TrainInputs(train, validation, back(self.parts["transfer"]), back(self.parts["test"]))
+
+
+def _peer(
+    shared: tuple[StoredModelConfig, SharedInputs, TrainingSpec, DistillationSpec, TeacherSignals | None],
+    temperature: float | None,
+    alpha: float | None,
+    state: LoopState | None,
+    checkpoint_every: int,
+    ranks: RankGroup,
+) -> None:
+    """A spawned rank's part of :func:`train_model`: the same run on its own device, without callbacks."""
+    cfg, inputs, training, distillation, signals = shared
+    _train(
+        cfg,
+        inputs.inputs(),
+        training,
+        distillation,
+        signals,
+        ranks.device,
+        NoCallbacks(),
+        temperature,
+        alpha,
+        state,
+        None,
+        checkpoint_every,
+        ranks,
+    )
+
+
+def _train(
+    cfg: StoredModelConfig,
+    inputs: TrainInputs,
+    training: TrainingSpec,
+    distillation: DistillationSpec,
+    signals: TeacherSignals | None,
+    device: torch.device,
+    callbacks: TrainCallbacks,
+    temperature: float | None,
+    alpha: float | None,
+    state: LoopState | None,
+    checkpoint: Checkpoint | None,
+    checkpoint_every: int,
+    ranks: RankGroup | None,
+) -> TrainOutcome:
     _check_inputs(cfg, inputs, signals is not None)
     temperature, alpha = _resolve(distillation, temperature, alpha, has_teacher=signals is not None)
     x = torch.from_numpy(pool_inputs(inputs))
@@ -130,6 +226,7 @@ def train_model(
     )
     optimizer = adam([*model.parameters(), *objective.parameters()], training, device)
     student_features = FeatureCapture(model, objective.student_layers, role="student")
+    net = model if ranks is None else ranks.wrap(model)  # DDP's forward all-reduces the gradients
     if signals is not None:
         signals.precompute(objective.temperatures)
 
@@ -141,7 +238,7 @@ def train_model(
         if signals is not None:
             teacher = signals.batch(idx, device, logits=objective.needs_teacher_logits)
         with student_features, autocast(device):
-            logits = model(xb)
+            logits = net(xb)
         loss, values = objective(logits, student_features.outputs, yb, mb, teacher)
         return loss, values if signals is not None else values[:1]
 
@@ -161,6 +258,7 @@ def train_model(
             learning_rate=training.learning_rate,
             extra=objective.projections if len(objective.projections) else None,
             device=device,
+            ranks=ranks,
         ),
         callbacks,
         state=state,

@@ -46,3 +46,19 @@ class Recorder(NoCallbacks):
 
     def should_stop(self) -> bool:
         return self.stop_after is not None and len(self.steps) >= self.stop_after
+
+
+def averaged_gradients(value: float, ranks: object) -> list[float]:
+    """Rank ``r`` sets every gradient of a small module to ``value * (r + 1)`` and averages them over the
+    ranks (the objective's own parameters, which DDP does not own); returns them flattened. Module-level,
+    so the data-parallel tests can hand it to spawned ranks."""
+    import torch
+
+    from worker.engine.distributed import RankGroup
+
+    assert isinstance(ranks, RankGroup)
+    module = torch.nn.Linear(3, 2)
+    for p in module.parameters():
+        p.grad = torch.full_like(p, value * (ranks.rank + 1))
+    ranks.average_gradients(module)
+    return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]).tolist()

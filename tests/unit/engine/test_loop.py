@@ -106,3 +106,19 @@ def test_each_epoch_reports_the_learning_rate_after_the_scheduler_and_the_throug
     assert all(rate is not None and rate > 0 for _, rate in rec.rates)
     # the rates are the event's, not the history's: a resumed run's history equals an uninterrupted one's
     assert all("learning_rate" not in h and "throughput" not in h for h in out.history)
+
+
+def test_resuming_leaves_the_state_unchanged_so_it_resumes_again_to_the_same_weights() -> None:
+    # Optimizer.load_state_dict keeps the state's tensors; training must not update the LoopState in place
+    # (the data-parallel ranks share one through shared memory, and a state may be resumed twice)
+    states: list[LoopState] = []
+    train_model(
+        CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(),
+        checkpoint=states.append, checkpoint_every=3,
+    )  # fmt: skip
+    mid = states[3]
+    saved = {k: v.clone() for k, v in mid.optimizer["state"][0].items()}
+    first = train_model(CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(), state=mid)
+    assert all(torch.equal(mid.optimizer["state"][0][k], v) for k, v in saved.items())
+    second = train_model(CFG, inputs(), TRAINING, DistillationSpec(), None, CPU, Recorder(), state=mid)
+    assert torch.equal(weights(first.model), weights(second.model))

@@ -1,0 +1,109 @@
+"""``resources.gpus: 2`` through the REST API: a real ``distill worker`` offering two CPU devices
+(``DISTILL_WORKER_DEVICES=2``) trains the student data-parallel in two gloo processes; a job asking for more
+devices than the worker has fails naming ``resources.gpus``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import delete_queue_keys, stop_process
+
+from distill.client.sdk import Client
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def two_device_queue(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A worker pool of its own (one worker offering two CPU devices), served on its own queue."""
+    queue = f"{stack.settings.queue_name}-ddp"
+    env = {
+        **stack.env,
+        "DISTILL_QUEUE_NAME": queue,
+        "DISTILL_WORKER_DEVICES": "2",
+        "DISTILL_TORCH_THREADS": "1",
+        "DISTILL_WORKER_ID": "ddp-worker",
+    }
+    log_path = tmp_path_factory.mktemp("ddp-worker") / "worker.log"
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield queue
+    finally:
+        stop_process(worker)
+        delete_queue_keys(stack.settings.broker_url, queue)
+
+
+def test_a_tabular_job_with_two_gpus_trains_in_two_processes_and_says_so(
+    stack: Any, two_device_queue: str, tmp_path: Path
+) -> None:
+    acme: Client = stack.client("acme")
+    teacher = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "model": {"arch": "mlp", "hidden": [64]},
+            "training": {"epochs": 3, "seed": 0},
+        }
+    )
+    teacher = acme.wait(teacher["id"], poll_interval=0.3, timeout=300)
+    assert teacher["status"] == "succeeded", teacher["error"]
+
+    job = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "teacher": {"job": teacher["id"]},
+            "model": {"arch": "mlp", "hidden": [32]},
+            "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.01, "seed": 1},
+            "resources": {"queue": two_device_queue, "gpus": 2},
+        }
+    )
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=300)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["result"]["test_accuracy"] > 0.8  # it learned (10 classes: chance is 0.1)
+    assert final["progress"]["epoch"] == 3 and final["progress"]["step"] == final["progress"]["steps"]
+
+    events = list(acme.iter_events(job["id"]))
+    started = next(e for e in events if e["message"].startswith("job started"))
+    assert started["data"]["worker"] == "ddp-worker" and started["data"]["devices"] == 2
+    parallel = next(e for e in events if "data-parallel" in e["message"])
+    assert "2 processes" in parallel["message"]
+    assert parallel["data"] == {"processes": 2, "backend": "gloo", "devices": []}
+    messages = [e["message"] for e in events]
+    # the teacher ran once (in rank 0, before the ranks started), and rank 0 alone reported each epoch
+    assert sum("teacher outputs" in m for m in messages) == 1
+    assert [m for m in messages if m.startswith("epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+    report = json.loads(acme.download_artifact(job["id"], "report.json", tmp_path).read_text())
+    assert report["environment"]["processes"] == 2
+    assert len(report["history"]) == 3
+
+
+def test_a_job_asking_more_devices_than_its_worker_has_fails_naming_resources_gpus(
+    stack: Any, two_device_queue: str
+) -> None:
+    acme: Client = stack.client("acme")
+    job = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "training": {"epochs": 1},
+            "resources": {"queue": two_device_queue, "gpus": 3},
+        }
+    )
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=120)
+    assert final["status"] == "failed"
+    assert final["error"]["code"] == "insufficient_devices"
+    message = final["error"]["message"]
+    assert message.startswith("resources.gpus:") and "has 2" in message

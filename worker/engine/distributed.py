@@ -1,0 +1,306 @@
+"""Data-parallel training on one node: several processes (*ranks*) train one model with PyTorch's
+``DistributedDataParallel``, NCCL between GPUs, gloo between CPU processes.
+
+How a run is laid out (the decisions, in one place):
+
+- **Launcher.** The process that runs the job (a worker's task) is rank 0; it starts ranks ``1..N-1`` with
+  ``torch.multiprocessing.start_processes(..., start_method="spawn")``, PyTorch's own launcher for
+  processes of one node (what ``torchrun`` runs underneath for a Python function). ``torchrun``'s own
+  additions, elastic restarts and a multi-node rendezvous, are what the job lease and the reconciler already
+  do at job granularity, and a ``torchrun`` subprocess would have to re-load the job's inputs and report
+  progress back over a channel of its own; spawning peers lets rank 0 keep the lease, the callbacks
+  (progress, events, cancellation) and the checkpoint hook exactly as in a one-process run, and hands the
+  peers the already loaded inputs and teacher signals (tensors through shared memory).
+- **Rendezvous** through a ``file://`` store in a fresh temporary folder (no port to choose or to race for).
+- **Devices.** GPU rank ``r`` sees only its own device (``CUDA_VISIBLE_DEVICES`` set to the worker's
+  ``r``-th visible device before CUDA starts in that process); rank 0 trains on the worker's device.
+- **Data.** Every rank draws the same seeded permutation of the pool each epoch and takes a disjoint shard
+  of each global batch (``torch.tensor_split``: sizes differ by at most one), so a global batch is the
+  ``training.batch_size`` of a one-process run. Each rank's mean loss is scaled by
+  ``shard * world / batch`` before DDP averages the gradients, so the gradient is the one-process gradient
+  of the whole batch even when the last batch does not split evenly (a rank whose shard is empty runs one
+  example with weight 0 so that every rank joins the gradient all-reduce). Losses that average over a
+  subset of the batch (cross-entropy over the labeled examples when a transfer set is mixed in) are then
+  averaged per shard: the same in expectation, not to the last bit.
+- **Communication** is what DDP needs (one gradient all-reduce per optimizer step, skipped with
+  ``no_sync`` between accumulated batches; no buffer broadcast: the models have no running statistics),
+  plus one all-reduce of the loss sums per epoch (and at a mid-epoch checkpoint), the gradients of the
+  objective's own parameters (hint projections) when there are any, and a one-element stop flag every
+  :data:`worker.engine.loop.STOP_EVERY` batches so that a cancel stops every rank at the same batch.
+- **Only rank 0** evaluates after each epoch, reports progress and events, and takes checkpoints (of the
+  unwrapped model, so a checkpoint resumes with any number of ranks); every rank resumes from rank 0's
+  state. The other ranks take part in the collectives only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.multiprocessing.spawn import ProcessException
+from torch.nn.parallel import DistributedDataParallel
+
+from worker.engine.loop import TrainingDiverged
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """How one job trains across the ranks of one node."""
+
+    world: int
+    """Number of processes (one per device)."""
+    backend: str
+    """``"nccl"`` (CUDA devices) or ``"gloo"`` (CPU processes)."""
+    devices: tuple[str, ...] = ()
+    """CUDA only: the device each rank uses, as ``CUDA_VISIBLE_DEVICES`` names it (rank 0's first)."""
+    timeout_s: float = 600.0
+    """How long a collective (or the rendezvous) waits for a missing rank before failing."""
+    threads: int = 0
+    """CPU ranks: torch threads per peer process (0: PyTorch's default)."""
+
+    def describe(self) -> str:
+        where = f"{self.world} CUDA devices" if self.backend == "nccl" else "CPU"
+        return f"data-parallel on {self.world} processes ({self.backend}, {where})"
+
+
+class PeerFailed(RuntimeError):
+    """A rank other than 0 failed; the message carries its error."""
+
+
+class RankGroup:
+    """One rank's view of the run: which shard of a batch it trains on and the collectives :func:`fit`
+    calls (see the module docstring)."""
+
+    def __init__(self, rank: int, world: int, device: torch.device) -> None:
+        self.rank, self.world, self.device = rank, world, device
+        self._ddp: DistributedDataParallel | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` wrapped in DDP (its forward is what the step must call); parameters are broadcast from
+        rank 0, so every rank starts from the same weights."""
+        ids = [self.device.index or 0] if self.device.type == "cuda" else None
+        self._ddp = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+        return self._ddp
+
+    def shard(self, indices: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+        """``(mine, scale, weight)``: this rank's share of a global batch, the factor its mean loss is
+        multiplied by so that DDP's gradient average is the whole batch's gradient, and the number of
+        examples its loss values count for."""
+        mine = torch.tensor_split(indices, self.world)[self.rank]
+        if len(mine) == 0:  # fewer examples than ranks: join the all-reduce with a zero gradient
+            return indices[:1], 0.0, 0
+        return mine, len(mine) * self.world / len(indices), len(mine)
+
+    def no_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
+        """Within an accumulation group, no gradient all-reduce until its last batch."""
+        if sync or self._ddp is None:
+            return contextlib.nullcontext()
+        return self._ddp.no_sync()
+
+    def agree_to_stop(self, stop: bool) -> bool:
+        """True on every rank when any rank asks to stop (rank 0 holds the job's callbacks)."""
+        flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def summed(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` summed over the ranks (a new tensor)."""
+        total = values.detach().clone()
+        dist.all_reduce(total)
+        return total
+
+    def average_gradients(self, module: nn.Module) -> None:
+        """Average the gradients of parameters DDP does not own (the objective's projections)."""
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def run_data_parallel(
+    parallel: DataParallel,
+    device: torch.device,
+    main: Callable[[RankGroup], T],
+    peer: Callable[[RankGroup], object],
+) -> T:
+    """Run ``main`` here as rank 0 and ``peer`` in ``parallel.world - 1`` spawned processes (``peer`` must
+    pickle: a module-level function or a ``functools.partial`` of one). Returns what ``main`` returned once
+    every peer has finished; a failing peer raises :class:`PeerFailed` with its error, and when ``main``
+    raises, the peers are stopped."""
+    folder = tempfile.mkdtemp(prefix="distill-ddp-")
+    init_method = f"file://{os.path.join(folder, 'rendezvous')}"
+    timeout = timedelta(seconds=parallel.timeout_s)
+    with _children_allowed():
+        context = mp.start_processes(
+            _peer_entry,
+            args=(parallel, init_method, peer),
+            nprocs=parallel.world - 1,
+            join=False,
+            start_method="spawn",
+        )
+    try:
+        if parallel.backend == "nccl":
+            torch.cuda.set_device(device)
+        dist.init_process_group(
+            parallel.backend, init_method=init_method, rank=0, world_size=parallel.world, timeout=timeout
+        )
+        try:
+            result = main(RankGroup(0, parallel.world, device))
+            dist.barrier()  # every rank is past its last collective before any tears the group down
+        finally:
+            dist.destroy_process_group()
+        _join(context, parallel.timeout_s)
+        return result
+    except BaseException as exc:
+        # a collective that failed here means a peer failed first: its error is the one to report;
+        # any other error is rank 0's own, and the peers are only stopped
+        from_peer = _lost_a_peer(exc)
+        failure = _stop(context, wait_s=30.0 if from_peer else 0.0)
+        if from_peer and failure is not None:
+            raise PeerFailed(failure) from exc
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _peer_entry(
+    index: int, parallel: DataParallel, init_method: str, peer: Callable[[RankGroup], object]
+) -> None:
+    """A spawned rank (``index + 1``): claim its device, join the group, run ``peer``."""
+    rank = index + 1
+    _die_with_parent()
+    if parallel.backend == "nccl":
+        os.environ["CUDA_VISIBLE_DEVICES"] = parallel.devices[rank]
+        torch.cuda.set_device(0)
+        device = torch.device("cuda", 0)
+    else:
+        device = torch.device("cpu")
+        if parallel.threads > 0:
+            torch.set_num_threads(parallel.threads)
+    dist.init_process_group(
+        parallel.backend,
+        init_method=init_method,
+        rank=rank,
+        world_size=parallel.world,
+        timeout=timedelta(seconds=parallel.timeout_s),
+    )
+    try:
+        try:
+            peer(RankGroup(rank, parallel.world, device))
+        except TrainingDiverged:
+            pass  # every rank sees the same summed loss: rank 0 reports it for the job
+        else:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    # Done: end without the interpreter's teardown, where a gloo thread still joinable at exit sometimes
+    # aborted a peer after a successful run (SIGABRT, "terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process start the ranks: Celery's prefork pool (``distill worker --concurrency N``)
+    runs each task in a daemonic process, which ``multiprocessing`` forbids to have children so that none
+    outlives it (and whose key, billiard's, the spawn pickler refuses: the same bytes go as the standard
+    library's key). The ranks cannot outlive it either: rank 0 joins them, or stops them when it fails, and
+    each takes a parent-death signal (:func:`_die_with_parent`)."""
+    config: dict[str, object] = getattr(multiprocessing.current_process(), "_config", {})
+    daemon, authkey = config.get("daemon"), config.get("authkey")
+    if daemon:
+        config["daemon"] = False
+    standard_key = getattr(multiprocessing.process, "AuthenticationString", bytes)
+    if isinstance(authkey, bytes) and not isinstance(authkey, standard_key):
+        config["authkey"] = standard_key(authkey)
+    try:
+        yield
+    finally:
+        if daemon:
+            config["daemon"] = daemon
+        config["authkey"] = authkey
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    """Whether rank 0's error is a collective that lost its peers (gloo and NCCL raise ``RuntimeError``
+    or ``DistError`` naming themselves or the closed connection)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return type(exc) is RuntimeError and any(w in text for w in ("gloo", "NCCL", "Connection closed"))
+
+
+def _die_with_parent() -> None:
+    """Linux: a peer is killed when rank 0's process dies (a worker killed mid-job leaves no rank behind).
+    gloo peers also fail at their next collective; an NCCL peer could otherwise wait out the timeout."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _join(context: mp.ProcessContext, timeout_s: float) -> None:
+    """Wait for the peers (they finish right after rank 0); a failed one raises :class:`PeerFailed`."""
+    try:
+        finished = context.join(timeout=timeout_s)
+    except ProcessException as exc:
+        raise PeerFailed(_describe(exc)) from exc
+    if not finished:
+        raise PeerFailed(f"a training rank did not finish within {timeout_s:g} s of rank 0")
+
+
+def _stop(context: mp.ProcessContext, wait_s: float) -> str | None:
+    """Stop the peers after rank 0 failed, first waiting up to ``wait_s`` for a failed peer's error."""
+    failure = None
+    deadline = time.monotonic() + wait_s
+    try:
+        while not context.join(timeout=0.5) and time.monotonic() < deadline:
+            pass
+    except ProcessException as exc:
+        failure = _describe(exc)
+    for process in context.processes:
+        if process.is_alive():
+            process.terminate()
+    for process in context.processes:
+        process.join(timeout=10.0)
+        if process.is_alive():
+            process.kill()
+    return failure
+
+
+def _describe(exc: ProcessException) -> str:
+    rank = exc.error_index + 1
+    text = str(exc).strip().splitlines()
+    last = text[-1] if text else type(exc).__name__
+    return f"training rank {rank} failed: {last}"
