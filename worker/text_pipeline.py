@@ -95,20 +95,29 @@ class TextPipeline(BasePipeline):
             "teacher": teacher_name if teacher_name is not None else "all-minilm-l6-v2",
             "extra": {"job_id": self.job_id},
         }
-        blob = save_text_model(student, tokenizer, **described)
-        text_model = {
-            "kind": "text",
-            "task": self.spec.task,
-            "num_classes": self.data.num_classes if self.spec.task == "classification" else None,
-            "classes": None,
-            "has_tokenizer": True,
-            "max_length": self.max_length,
-            "hidden_size": int(_encoder(student).config.hidden_size),
-            "layers": int(_encoder(student).config.num_hidden_layers),
-        }
-        artifacts = {"model.safetensors": blob}
-        exports = {"safetensors": describe_export("model.safetensors", blob)}
-        if self.spec.export:
+        stored: dict[str, Any]
+        if _is_hf(student):
+            name, blob, hf_meta = self._hf_archive(student, tokenizer, metrics)
+            artifacts = {name: blob}
+            exports = {"hf": describe_export(name, blob)}
+            stored = {"hf_model": hf_meta}
+        else:
+            blob = save_text_model(student, tokenizer, **described)
+            stored = {
+                "text_model": {
+                    "kind": "text",
+                    "task": self.spec.task,
+                    "num_classes": self.data.num_classes if self.spec.task == "classification" else None,
+                    "classes": None,
+                    "has_tokenizer": True,
+                    "max_length": self.max_length,
+                    "hidden_size": int(_encoder(student).config.hidden_size),
+                    "layers": int(_encoder(student).config.num_hidden_layers),
+                }
+            }
+            artifacts = {"model.safetensors": blob}
+            exports = {"safetensors": describe_export("model.safetensors", blob)}
+        if self.spec.export and not _is_hf(student):
             metadata = text_model_metadata(student, tokenizer, **described)
             for fmt in self.spec.export:
                 name, entry, exported = self._export(fmt, student, tokenizer, metadata)
@@ -157,7 +166,7 @@ class TextPipeline(BasePipeline):
                 summary[key] = value
         if cache_info is not None:
             summary["teacher_cache_hit"] = cache_info["hit"]
-        result = JobResult.model_validate({**summary, "text_model": text_model}).to_json()
+        result = JobResult.model_validate({**summary, **stored}).to_json()
         report = Report.model_validate(report).to_json()
         artifacts["report.json"] = json_bytes(report)
         return PipelineOutcome(stopped=False, result=result, summary=summary, artifacts=artifacts)
@@ -168,6 +177,20 @@ class TextPipeline(BasePipeline):
         from worker.engine.text import build_text_student
 
         cfg = self.model_config
+        if _is_hf(teacher):  # an HF sequence classifier teaches an HF student over its own tokenizer
+            from worker.engine.hf import build_hf_student
+
+            assert self.teacher is not None
+            return build_hf_student(
+                teacher,
+                self.teacher.tokenizer,
+                layers=cfg.layers,
+                hidden=cfg.hidden,
+                heads=cfg.heads,
+                intermediate=cfg.intermediate,
+                init=init or cfg.init,
+                max_length=self.max_length,
+            )
         return build_text_student(
             teacher,
             layers=cfg.layers,
@@ -468,6 +491,70 @@ class TextPipeline(BasePipeline):
         t = text_logits(teacher, tokenizer, test.texts, max_length=length, device=device).argmax(1).numpy()
         return float((s == test.y).mean()), float((s == t).mean()), float((t == test.y).mean())
 
+    # -- the student as a Hugging Face archive ------------------------------------------------------------
+
+    def _hf_archive(self, student: Any, tokenizer: Any, metrics: dict[str, Any]) -> tuple[str, bytes, Any]:
+        """The student as :data:`~distill.hfarchive.HF_ARCHIVE_ARTIFACT` (``save_pretrained`` + tokenizer +
+        a model card), and its ``HFModelInfo`` metadata (``result.hf_model``): what an upload of the same
+        archive would record, so it can teach a later job."""
+        import tempfile
+        from pathlib import Path
+
+        from distill.hfarchive import HF_ARCHIVE_ARTIFACT, model_card, pack_folder
+        from worker.engine.hf import save_folder
+
+        assert self.teacher is not None
+        cfg = student.model.config
+        result = metrics.get("result", {})
+        figures = {
+            "test accuracy": result.get("test_accuracy"),
+            "teacher's test accuracy": result.get("teacher_test_accuracy"),
+            "agreement with the teacher": result.get("agreement_with_teacher"),
+            "parameters": result.get("parameters"),
+            "teacher's parameters": result.get("teacher_parameters"),
+            "CPU speed-up over the teacher (batch 1)": result.get("speedup"),
+        }
+        d, t = self.spec.distillation, self.spec.training
+        card = model_card(
+            title=self.spec.name or f"Distilled text classifier ({self.job_id})",
+            base={
+                "pipeline_tag": "text-classification",
+                "job": self.job_id,
+                "student": {
+                    "architecture": "BertForSequenceClassification",
+                    "layers": cfg.num_hidden_layers,
+                    "hidden size": cfg.hidden_size,
+                    "max tokens per text": self.max_length,
+                },
+                "teacher": {
+                    "source": f"{self.teacher.field} {self.teacher.name}",
+                    "architecture": self.teacher.hf.architecture if self.teacher.hf else None,
+                },
+                "data": self.data.summary(1),
+                "method": (
+                    "Knowledge distillation on the teacher's logits: "
+                    + (
+                        ", ".join(loss.type for loss in d.losses)
+                        if d.losses
+                        else f"soft targets at temperature {d.temperature} with alpha {d.alpha} "
+                        "(the rest cross-entropy on the labels)"
+                    )
+                    + f"; {t.epochs} epochs, learning rate {t.learning_rate}."
+                ),
+                "figures": figures,
+                "labels": [str(cfg.id2label.get(i, i)) for i in range(cfg.num_labels)],
+                "usage": (
+                    "from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast\n"
+                    "model = AutoModelForSequenceClassification.from_pretrained('student')\n"
+                    "tokenizer = PreTrainedTokenizerFast.from_pretrained('student')"
+                ),
+            },
+        )
+        with tempfile.TemporaryDirectory(prefix="distill-hf-save-") as tmp:
+            info = save_folder(student.model, tokenizer, Path(tmp), card=card)
+            blob = pack_folder(Path(tmp))
+        return HF_ARCHIVE_ARTIFACT, blob, info.to_meta()
+
     # -- exports ------------------------------------------------------------------------------------------
 
     def _export(
@@ -612,6 +699,13 @@ class TextPipeline(BasePipeline):
         t = measure_latency(teacher, tokenizer, texts, **kwargs) if teacher is not None else 0.0
         s = measure_latency(student, tokenizer, texts, **kwargs)
         return t, s
+
+
+def _is_hf(model: Any) -> bool:
+    """Whether ``model`` is a transformers sequence classifier (``worker.engine.hf.HFTextClassifier``)."""
+    from worker.engine.hf import HFTextClassifier
+
+    return isinstance(model, HFTextClassifier)
 
 
 def _encoder(model: Any) -> Any:

@@ -185,3 +185,52 @@ def test_a_dataset_archive_is_still_a_dataset_question(
     response = upload(client, acme, "gpt2.zip", gpt2_zip, purpose="dataset")
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_dataset"
+
+
+# -- an HF classifier as the teacher of a text job: the checks at submission -------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_classifier_zip(tok: Any) -> bytes:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tok), num_labels=2)
+    config.pad_token_id = tok.pad_token_id
+    return archive(GPT2ForSequenceClassification(config), tok)
+
+
+def test_an_hf_teacher_is_checked_against_the_text_job(
+    client: TestClient, acme: dict[str, str], tok: Any, gpt2_zip: bytes, gpt2_classifier_zip: bytes
+) -> None:
+    from test_jobs_api import text_jsonl
+
+    bert = _model(client, acme, "bert.zip", archive(tiny_classifier(tok, num_labels=2), tok)).json()["id"]
+    gpt2_lm = _model(client, acme, "lm.zip", gpt2_zip).json()["id"]
+    gpt2_cls = _model(client, acme, "cls.zip", gpt2_classifier_zip).json()["id"]
+    two = upload(client, acme, "two.jsonl", text_jsonl(classes=2)).json()["id"]
+    three = upload(client, acme, "three.jsonl", text_jsonl(classes=3)).json()["id"]
+    student = {"arch": "encoder", "layers": 1}
+
+    def submit(teacher: str, data: str = two, **changes: Any) -> Any:
+        spec = {"data": {"train": {"file": data}}, "model": student, "teacher": {"file": teacher}, **changes}
+        return client.post("/v1/jobs", headers=acme, json=spec)
+
+    accepted = submit(bert)
+    assert accepted.status_code == 201, accepted.text
+    assert submit(gpt2_cls, model={**student, "init": "random"}).status_code == 201
+    refusals = [
+        (submit(bert, three), "teacher.file", "the teacher predicts 2 labels but the data has 3 classes"),
+        (submit(gpt2_lm), "teacher.file", "causal language model (GPT2LMHeadModel)"),
+        (submit(gpt2_cls), "model.init", "this teacher is a gpt2 model"),
+        (submit(bert, task="embedding"), "task", "teaches classification jobs"),
+        (submit(bert, export=["onnx"]), "export", "model.hf.zip"),
+        (
+            submit(bert, distillation={"losses": [{"type": "kd"}, {"type": "attention"}]}),
+            "distillation.losses.1",
+            "attention is not available",
+        ),
+    ]
+    for response, field, words in refusals:
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == field and words in error["message"], error

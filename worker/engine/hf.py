@@ -100,15 +100,25 @@ def load_sequence_classifier(
     return model, load_tokenizer(folder)
 
 
+def save_folder(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folder: Path, *, card: str
+) -> HFModelInfo:
+    """``model.save_pretrained`` (safetensors), the tokenizer and ``card`` as README.md into ``folder``,
+    and its description: what an upload of the folder, archived, would record (checked, so what Distill
+    writes Distill accepts back)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return inspect_model_dir(folder)
+
+
 def save_archive(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, card: str) -> bytes:
     """``model`` (safetensors), its tokenizer and ``card`` as README.md, zipped by
     :func:`distill.hfarchive.pack_folder`: what ``from_pretrained`` loads after unpacking."""
     with tempfile.TemporaryDirectory(prefix="distill-hf-save-") as tmp:
         folder = Path(tmp)
-        model.save_pretrained(str(folder))
-        tokenizer.save_pretrained(str(folder))
-        (folder / "README.md").write_text(card, encoding="utf-8")
-        inspect_model_dir(folder)  # what Distill writes, Distill accepts back
+        save_folder(model, tokenizer, folder, card=card)
         return pack_folder(folder)
 
 
