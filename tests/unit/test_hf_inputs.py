@@ -1,5 +1,5 @@
-"""``InputLoader.hf_model``: an uploaded HF archive or a job's ``model.hf.zip``, fetched and extracted into the
-job's working folder, within the tenant (SQLite and a local store: no services needed)."""
+"""``InputLoader.hf_model``: an uploaded HF archive or a job's ``model.hf.zip``, fetched and extracted into
+the job's working folder, within the tenant (SQLite and a local store: no services needed)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def world(tmp_path: Path, blob: bytes) -> tuple[sessionmaker[Session], LocalStor
                     sha256=sha,
                     storage_key=key,
                     meta=file_meta,
-                )  # fmt: skip
+                )
             )
         session.add_all(
             [Job(id="job_hf", tenant_id="t1", spec={}), Job(id="job_plain", tenant_id="t1", spec={})]
