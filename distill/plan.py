@@ -205,7 +205,29 @@ def _text_plan(spec: JobSpec, model: EncoderConfig, resolved: Resolved) -> Plan:
         )
     if resolved.teachers:
         _text_teacher(spec, model, resolved.teachers[0], num_classes)
+    if model.format == "hf":
+        _hf_student(spec)
     return Plan(kind="text", num_classes=num_classes, input_shape=[], student=None)
+
+
+def _hf_student(spec: JobSpec) -> None:
+    """``model.format: "hf"``: a transformers classifier student, distilled from a teacher's logits."""
+    if spec.task != "classification" or not spec.teachers:
+        raise SpecError(
+            "model.format",
+            'model.format: "hf" students are text classifiers distilled from a teacher (a text classifier '
+            'or a Hugging Face sequence classifier); use "distill" here',
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if isinstance(loss, AttentionLoss):
+            field = f"distillation.losses.{index}"
+            raise SpecError(field, f'{field}: attention is not available for model.format "hf" students')
+    if spec.export:
+        raise SpecError(
+            "export",
+            'export: a model.format "hf" student is stored as model.hf.zip (transformers from_pretrained); '
+            "ONNX and TorchScript exports are not available for it",
+        )
 
 
 def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_classes: int | None) -> None:

@@ -177,7 +177,7 @@ class TextPipeline(BasePipeline):
         from worker.engine.text import build_text_student
 
         cfg = self.model_config
-        if _is_hf(teacher):  # an HF sequence classifier teaches an HF student over its own tokenizer
+        if _is_hf(teacher) or cfg.format == "hf":  # a transformers student over the teacher's tokenizer
             from worker.engine.hf import build_hf_student
 
             assert self.teacher is not None

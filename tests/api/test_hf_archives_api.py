@@ -234,3 +234,30 @@ def test_an_hf_teacher_is_checked_against_the_text_job(
         assert response.status_code == 422, response.text
         error = response.json()["error"]
         assert error["field"] == field and words in error["message"], error
+
+
+def test_an_hf_format_student_needs_a_teacher_and_a_classification_task(
+    client: TestClient, acme: dict[str, str]
+) -> None:
+    from test_jobs_api import text_jsonl, text_model_bytes
+
+    teacher = upload(client, acme, "text.safetensors", text_model_bytes(2), "model").json()["id"]
+    two = upload(client, acme, "two.jsonl", text_jsonl(classes=2)).json()["id"]
+    hf = {"arch": "encoder", "layers": 1, "format": "hf"}
+
+    def submit(**spec: Any) -> Any:
+        return client.post(
+            "/v1/jobs", headers=acme, json={"data": {"train": {"file": two}}, "model": hf, **spec}
+        )
+
+    assert submit(teacher={"file": teacher}).status_code == 201
+    for response, field in (
+        (submit(), "model.format"),
+        (submit(teacher={"file": teacher}, export=["torchscript"]), "export"),
+        (
+            submit(teacher={"file": teacher}, distillation={"losses": [{"type": "attention"}]}),
+            "distillation.losses.0",
+        ),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field, response.text

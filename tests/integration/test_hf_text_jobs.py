@@ -166,3 +166,42 @@ def test_an_hf_classifier_teaches_a_student_that_from_pretrained_loads(acme, rev
         second = run(acme, {**spec, "model": narrow, "teacher": teacher_ref})
         assert second["result"]["teacher_test_accuracy"] == pytest.approx(result["test_accuracy"], abs=1e-6)
         assert second["result"]["parameters"] < result["parameters"]
+
+
+def test_a_distill_text_classifiers_student_in_hf_format(acme, reviews, tmp_path):
+    """``model.format: "hf"``: the student of a Distill text classifier (MiniLM's tokenizer) is a
+    ``BertForSequenceClassification`` in ``model.hf.zip``, scored by ``from_pretrained`` as the job said."""
+    from transformers import AutoTokenizer, BertConfig
+
+    from worker.engine.text import TextClassifier, TextEncoder, minilm_path, new_bert, save_text_model
+
+    texts, labels, path = reviews
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=64)  # fmt: skip
+    teacher = TextClassifier(TextEncoder(new_bert(cfg)), 2)
+    upload = tmp_path / "text-teacher.safetensors"
+    upload.write_bytes(save_text_model(teacher, tokenizer, max_length=32))
+    teacher_file = acme.upload_file(upload, purpose="model")
+    data = acme.upload_file(path)
+    job = run(
+        acme,
+        {
+            "data": {"train": {"file": data["id"]}},
+            "model": {**STUDENT, "format": "hf"},
+            "teacher": {"file": teacher_file["id"]},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
+        },
+    )
+    result = job["result"]
+    assert (
+        result["hf_model"]["architecture"] == "BertForSequenceClassification" and "text_model" not in result
+    )
+    names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
+    assert names == {"model.hf.zip", "report.json", "curves.svg"}
+    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip")
+    folder = tmp_path / "student"
+    with zipfile.ZipFile(blob) as zf:
+        zf.extractall(folder)
+    assert held_out_accuracy(folder, texts, labels) == pytest.approx(result["test_accuracy"], abs=1e-6)

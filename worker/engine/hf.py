@@ -218,7 +218,7 @@ def hf_student_config(
 
 
 def build_hf_student(
-    teacher: HFTextClassifier,
+    teacher: HFTextClassifier | TextClassifier,
     tokenizer: PreTrainedTokenizerFast,
     *,
     layers: int,
@@ -230,7 +230,21 @@ def build_hf_student(
 ) -> HFTextClassifier:
     """A ``BertForSequenceClassification`` student of an HF sequence classifier, with the teacher's tokenizer
     and labels. ``init="teacher"`` (a BERT teacher only) copies the embeddings, evenly spaced layers, pooler
-    and classifier (DistilBERT's recipe); ``"random"`` draws every weight afresh (seed torch first)."""
+    and classifier (DistilBERT's recipe); ``"random"`` draws every weight afresh (seed torch first).
+
+    A Distill :class:`~worker.engine.text.TextClassifier` teacher (a BERT encoder, mean-pooled, and a linear
+    head) gives the same kind of student: its layers are copied as above, and its head when the widths
+    match (the student's pooled [CLS] state starts untrained, so distillation teaches it)."""
+    if not isinstance(teacher, HFTextClassifier):
+        return _student_of_text_classifier(
+            teacher,
+            tokenizer,
+            layers=layers,
+            hidden=hidden,
+            heads=heads,
+            intermediate=intermediate,
+            init=init,
+        )
     t_model: Any = teacher.model
     t_cfg = t_model.config
     cfg = hf_student_config(
@@ -255,6 +269,42 @@ def build_hf_student(
             if t_model.bert.pooler is not None and student.bert.pooler is not None:
                 student.bert.pooler.load_state_dict(t_model.bert.pooler.state_dict())
             student.classifier.load_state_dict(t_model.classifier.state_dict())
+    elif init != "random":
+        raise ValueError(f"init must be 'teacher' or 'random', not {init!r}")
+    return HFTextClassifier(student)
+
+
+def _student_of_text_classifier(
+    teacher: TextClassifier,
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    layers: int,
+    hidden: int | None,
+    heads: int | None,
+    intermediate: int | None,
+    init: Literal["teacher", "random"],
+) -> HFTextClassifier:
+    t_bert: Any = teacher.encoder.bert
+    t_cfg = t_bert.config
+    cfg = student_config(t_cfg, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate)
+    cfg.architectures = ["BertForSequenceClassification"]
+    cfg.num_labels = teacher.num_classes
+    cfg.id2label = {i: f"LABEL_{i}" for i in range(teacher.num_classes)}
+    cfg.label2id = {label: i for i, label in cfg.id2label.items()}
+    if tokenizer.pad_token_id is not None:
+        cfg.pad_token_id = tokenizer.pad_token_id
+    student: Any = BertForSequenceClassification(cfg)
+    if init == "teacher":
+        if cfg.hidden_size != t_cfg.hidden_size or cfg.num_attention_heads != t_cfg.num_attention_heads:
+            raise ValueError(
+                "init='teacher' copies the teacher's layers, so the student needs the teacher's hidden size "
+                f"({t_cfg.hidden_size}) and heads ({t_cfg.num_attention_heads}); use init='random' for a "
+                "narrower student"
+            )
+        copy_teacher_layers(t_bert, student.bert, evenly_spaced_layers(t_cfg.num_hidden_layers, layers))
+        if student.classifier.weight.shape == teacher.head.weight.shape:
+            with torch.no_grad():
+                student.classifier.load_state_dict(teacher.head.state_dict())
     elif init != "random":
         raise ValueError(f"init must be 'teacher' or 'random', not {init!r}")
     return HFTextClassifier(student)

@@ -125,3 +125,26 @@ def test_a_non_bert_classifier_teaches_a_random_bert_student(tok: Any) -> None:
     assert cfg.model_type == "bert" and cfg.hidden_size == 32 and cfg.vocab_size == len(tok)
     assert student.num_classes == 3 and cfg.max_position_embeddings >= 66
     assert text_logits(student, tok, ["abc", "de"], max_length=64).shape == (2, 3)
+
+
+def test_a_distill_text_classifier_teaches_an_hf_student(tok: Any) -> None:
+    from transformers import BertConfig
+
+    from worker.engine.text import TextClassifier, TextEncoder, new_bert
+
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)  # fmt: skip
+    torch.manual_seed(0)
+    teacher = TextClassifier(TextEncoder(new_bert(cfg)), 3).eval()
+    student = build_hf_student(teacher, tok, layers=1, init="teacher")
+    model: Any = student.model
+    assert model.config.architectures == ["BertForSequenceClassification"] and student.num_classes == 3
+    layer = teacher.encoder.bert.encoder.layer[0].state_dict()
+    assert all(torch.equal(v, model.bert.encoder.layer[0].state_dict()[k]) for k, v in layer.items())
+    assert torch.equal(
+        model.bert.embeddings.word_embeddings.weight, teacher.encoder.bert.embeddings.word_embeddings.weight
+    )
+    assert torch.equal(model.classifier.weight, teacher.head.weight)
+    assert text_logits(student, tok, ["abc", "de f"], max_length=16).shape == (2, 3)
+    narrow = build_hf_student(teacher, tok, layers=1, hidden=16, heads=2, init="random")
+    assert narrow.model.config.hidden_size == 16
