@@ -244,9 +244,12 @@ def _tar_members(stream: tarfile.TarFile, max_files: int) -> Iterator[tarfile.Ta
 
 
 def _tar_entries(
-    stream: tarfile.TarFile, max_files: int
+    stream: tarfile.TarFile, max_files: int, max_bytes: int
 ) -> tuple[list[tuple[PurePosixPath, str, int, Any]], list[PurePosixPath]]:
+    """The tar's entries from their headers; a header declaring more than ``max_bytes`` in all stops the
+    read there (a streamed tar's data is read to reach the next header)."""
     files, dirs = [], []
+    declared = 0
     for member in _tar_members(stream, max_files):
         path = _check_name(member.name)
         if path is None:
@@ -260,6 +263,12 @@ def _tar_entries(
                 f"archive entry {member.name!r} is {kind}; an archive may hold regular files only"
             )
         _check_file_name(path, member.name)
+        declared += member.size
+        if declared > max_bytes:
+            raise ArchiveError(
+                f"the archive's files add up to at least {declared} bytes uncompressed ({member.name!r} "
+                f"declares {member.size}), more than the limit of {max_bytes}"
+            )
         files.append((path, member.name, member.size, member.name))
     return files, dirs
 
@@ -311,7 +320,7 @@ def extract_archive(source: Path, dest: Path, *, max_bytes: int, max_files: int 
     try:
         stream, raw = _open_tar(source, limit)
         with raw, stream:
-            entries = _layout(*_tar_entries(stream, max_files))
+            entries = _layout(*_tar_entries(stream, max_files, max_bytes))
         _check_totals(entries, max_bytes=max_bytes, max_files=max_files)
         wanted = {str(e.member): e for e in entries}
         stream, raw = _open_tar(source, limit)

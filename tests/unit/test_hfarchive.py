@@ -323,3 +323,18 @@ def test_model_card_names_teacher_data_method_and_figures() -> None:
     needles += ("temperature 2", "| test_accuracy | 0.9123 |", "1,234,567", "| 1 | pos |")
     for needle in needles:
         assert needle in card
+
+
+def test_a_tar_gz_declaring_gigabytes_is_refused_from_its_header(tmp_path: Path) -> None:
+    import zlib
+
+    header = tarfile.TarInfo("model.safetensors")
+    header.size = 3 * 1024**3
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip
+    zeros = b"\0" * (1 << 20)
+    parts = [packer.compress(header.tobuf()), *(packer.compress(zeros) for _ in range(256)), packer.flush()]
+    with pytest.raises(
+        ArchiveError, match=r"'model\.safetensors' declares 3221225472\), more than the limit"
+    ):
+        _extract(tmp_path, b"".join(parts), max_bytes=4 * 1024 * 1024)
+    assert list((tmp_path / "out" / "model").iterdir()) == []
