@@ -127,9 +127,10 @@ def test_an_hf_classifier_teaches_a_student_that_from_pretrained_loads(acme, rev
         "teacher": {"file": teacher_file["id"]},
         "training": {"epochs": 4, "batch_size": 16, "learning_rate": 0.001},
     }
-    job = run(acme, spec)
+    job = run(acme, {**spec, "baseline": True})
     result = job["result"]
     assert result["teacher_test_accuracy"] >= 0.9, result
+    assert "baseline_test_accuracy" in result and "gain_over_baseline" in result, result
     assert result["agreement_with_teacher"] >= 0.85, result
     assert result["parameters"] < result["teacher_parameters"]
     student_meta = result["hf_model"]
@@ -151,7 +152,8 @@ def test_an_hf_classifier_teaches_a_student_that_from_pretrained_loads(acme, rev
     print(
         f"hf teacher -> hf student: teacher {result['teacher_test_accuracy']:.3f}, student "
         f"{result['test_accuracy']:.3f}, agreement {result['agreement_with_teacher']:.3f}, "
-        f"parameters {result['parameters']} vs {result['teacher_parameters']}, speedup {result['speedup']}"
+        f"parameters {result['parameters']} vs {result['teacher_parameters']}, speedup {result['speedup']}, "
+        f"baseline {result['baseline_test_accuracy']:.3f}"
     )
     assert accuracy == pytest.approx(result["test_accuracy"], abs=1e-6)
     card = (folder / "README.md").read_text()
