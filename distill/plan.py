@@ -292,6 +292,12 @@ def _hf_text_teacher(
             f"{where}: the teacher predicts {info.num_labels} labels{named} but the data has {num_classes} "
             "classes",
         )
+    if info.context_length is not None and model.max_length > info.context_length:
+        raise SpecError(
+            "model.max_length",
+            f"model.max_length: {model.max_length} tokens per text, but the teacher ({info.architecture}) "
+            f"reads at most {info.context_length}",
+        )
     if model.init == "teacher" and info.model_type != "bert":
         raise SpecError(
             "model.init",

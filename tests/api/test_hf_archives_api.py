@@ -223,6 +223,11 @@ def test_an_hf_teacher_is_checked_against_the_text_job(
         (submit(gpt2_lm), "teacher.file", "causal language model (GPT2LMHeadModel)"),
         (submit(gpt2_cls), "model.init", "this teacher is a gpt2 model"),
         (submit(bert, task="embedding"), "task", "teaches classification jobs"),
+        (
+            submit(bert, model={**student, "max_length": 256}),
+            "model.max_length",
+            "256 tokens per text, but the teacher (BertForSequenceClassification) reads at most 128",
+        ),
         (submit(bert, export=["onnx"]), "export", "model.hf.zip"),
         (
             submit(bert, distillation={"losses": [{"type": "kd"}, {"type": "attention"}]}),
