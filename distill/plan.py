@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distill.datasets import DatasetInfo
+from distill.hfarchive import HFModelInfo
 from distill.modelfile import TextModelInfo
 from distill.spec import (
     AttentionLoss,
@@ -26,9 +27,10 @@ from distill.spec import (
 )
 from distill.spec_rules import check_layer_map
 
-TeacherInfo = StoredModelConfig | TextModelInfo
-"""What a teacher reference resolved to: a tabular model's config, or a text model's description (the
-builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`)."""
+TeacherInfo = StoredModelConfig | TextModelInfo | HFModelInfo
+"""What a teacher reference resolved to: a tabular model's config, a text model's description (the
+builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`), or a Hugging Face
+model archive's (:class:`distill.hfarchive.HFModelInfo`)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,7 @@ def _tabular_teachers(
     configs = []
     for index, info in enumerate(teachers):
         where = spec.teacher_field(index)
-        if isinstance(info, TextModelInfo):
+        if isinstance(info, TextModelInfo | HFModelInfo):
             raise SpecError(
                 where,
                 f"{where}: the teacher is a text model; it teaches encoder students on text datasets "
@@ -203,11 +205,36 @@ def _text_plan(spec: JobSpec, model: EncoderConfig, resolved: Resolved) -> Plan:
         )
     if resolved.teachers:
         _text_teacher(spec, model, resolved.teachers[0], num_classes)
+    if model.format == "hf":
+        _hf_student(spec)
     return Plan(kind="text", num_classes=num_classes, input_shape=[], student=None)
+
+
+def _hf_student(spec: JobSpec) -> None:
+    """``model.format: "hf"``: a transformers classifier student, distilled from a teacher's logits."""
+    if spec.task != "classification" or not spec.teachers:
+        raise SpecError(
+            "model.format",
+            'model.format: "hf" students are text classifiers distilled from a teacher (a text classifier '
+            'or a Hugging Face sequence classifier); use "distill" here',
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if isinstance(loss, AttentionLoss):
+            field = f"distillation.losses.{index}"
+            raise SpecError(field, f'{field}: attention is not available for model.format "hf" students')
+    if spec.export:
+        raise SpecError(
+            "export",
+            'export: a model.format "hf" student is stored as model.hf.zip (transformers from_pretrained); '
+            "ONNX and TorchScript exports are not available for it",
+        )
 
 
 def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_classes: int | None) -> None:
     where = spec.teacher_field(0)
+    if isinstance(info, HFModelInfo):
+        _hf_text_teacher(spec, model, info, num_classes, where)
+        return
     if not isinstance(info, TextModelInfo) or not info.has_tokenizer:
         raise SpecError(
             where,
@@ -237,3 +264,57 @@ def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_cl
             check_layer_map(
                 loss.layer_map, model.layers, info.layers, f"distillation.losses.{index}.layer_map"
             )
+
+
+def _hf_text_teacher(
+    spec: JobSpec, model: EncoderConfig, info: HFModelInfo, num_classes: int | None, where: str
+) -> None:
+    """A Hugging Face sequence classifier teaching a text classification job: its labels must be the data's
+    classes; its student is a ``BertForSequenceClassification`` over the teacher's tokenizer, so only the
+    logit losses apply, layers are copied from a BERT teacher only, and the student comes out as an HF
+    archive (no ONNX/TorchScript export)."""
+    if info.kind != "sequence_classification":
+        raise SpecError(
+            where,
+            f"{where}: the teacher is a causal language model ({info.architecture}); a text classification "
+            "job needs a sequence classifier (AutoModelForSequenceClassification)",
+        )
+    if spec.task != "classification":
+        raise SpecError(
+            "task",
+            f"task: a Hugging Face sequence classifier ({info.architecture}) teaches classification jobs, "
+            f"not {spec.task!r}",
+        )
+    if info.num_labels != num_classes:
+        named = f" ({', '.join(info.labels)})" if info.labels else ""
+        raise SpecError(
+            where,
+            f"{where}: the teacher predicts {info.num_labels} labels{named} but the data has {num_classes} "
+            "classes",
+        )
+    if info.context_length is not None and model.max_length > info.context_length:
+        raise SpecError(
+            "model.max_length",
+            f"model.max_length: {model.max_length} tokens per text, but the teacher ({info.architecture}) "
+            f"reads at most {info.context_length}",
+        )
+    if model.init == "teacher" and info.model_type != "bert":
+        raise SpecError(
+            "model.init",
+            f'model.init: "teacher" copies a BERT teacher\'s layers, but this teacher is a {info.model_type} '
+            'model; use "random"',
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if isinstance(loss, AttentionLoss | HintLoss):
+            field = f"distillation.losses.{index}"
+            raise SpecError(
+                field,
+                f"{field}: a Hugging Face teacher teaches through its logits (kd, ce); {loss.type} is not "
+                "available",
+            )
+    if spec.export:
+        raise SpecError(
+            "export",
+            "export: the student of a Hugging Face teacher is stored as model.hf.zip (transformers "
+            "from_pretrained); ONNX and TorchScript exports are not available for it",
+        )

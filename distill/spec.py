@@ -135,6 +135,10 @@ class EncoderConfig(_Strict):
     init: Literal["teacher", "random"] = "teacher"
     max_length: int = Field(default=128, ge=8, le=512)
     """Tokens per text (longer texts are truncated)."""
+    format: Literal["distill", "hf"] = "distill"
+    """``"hf"`` (classification students with a teacher): the student is a transformers
+    ``BertForSequenceClassification`` stored as ``model.hf.zip`` (``from_pretrained`` loads it) instead of a
+    Distill text model. A Hugging Face teacher's student is always one."""
 
 
 def _arch(value: object) -> str:

@@ -10,7 +10,8 @@ The pipeline runs every job the same way, whatever its data::
     baseline  :meth:`Modality.train` (``"baseline"``: no signals, labels only) when
               :meth:`Modality.wants_baseline`
     figures   :meth:`Modality.evaluate` (student, teacher, baseline sections; more report sections)
-    artifacts :meth:`Modality.save` (``model.safetensors``) and :meth:`Modality.export` per ``spec.export``
+    artifacts :meth:`Modality.model_artifact` (``model.safetensors`` from :meth:`Modality.save`, or a
+              Hugging Face archive) and :meth:`Modality.export` per ``spec.export``
     report    ``build_report`` + the curves + :meth:`Modality.summary` / :meth:`Modality.describe_model`
               into the typed ``JobResult`` and ``Report`` of :mod:`distill.results`
 
@@ -222,6 +223,12 @@ class Modality(ABC):
     @abstractmethod
     def save(self, student: Trained) -> bytes:
         """``model.safetensors``: the student as a self-describing file."""
+
+    def model_artifact(self, student: Trained, evaluation: Evaluation) -> tuple[str, str, bytes]:
+        """``(artifact name, report.exports key, bytes)``: the student as the job stores it. By default
+        :meth:`save`'s ``model.safetensors``; a modality whose students load elsewhere (a Hugging Face
+        archive, ``model.hf.zip``) overrides it (the figures are there for a model card)."""
+        return "model.safetensors", "safetensors", self.save(student)
 
     @abstractmethod
     def export(self, fmt: str, student: Trained) -> tuple[str, dict[str, Any], bytes | None]:

@@ -169,8 +169,9 @@ class Pipeline(BasePipeline):
             if scratch.stopped:
                 return PipelineOutcome(stopped=True)
         figures = m.evaluate(student, scratch)
-        artifacts = {"model.safetensors": m.save(student)}
-        exports = {"safetensors": describe_export("model.safetensors", artifacts["model.safetensors"])}
+        model_name, kind, model_blob = m.model_artifact(student, figures)
+        artifacts = {model_name: model_blob}
+        exports = {kind: describe_export(model_name, model_blob)}
         for fmt in self.spec.export:
             name, entry, blob = m.export(fmt, student)
             exports[fmt] = entry

@@ -17,6 +17,7 @@ from api.tenancy import find_owned, get_owned, scoped
 from distill import lifecycle
 from distill.datasets import BUILTIN_INFO, DatasetInfo
 from distill.events import append_event
+from distill.hfarchive import HFModelInfo, is_hf_meta
 from distill.ids import new_job_id
 from distill.jobstate import JobStatus
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
@@ -77,10 +78,14 @@ def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: 
                 "wait for it to succeed or pick another teacher",
                 field=field,
             )
+        if is_hf_meta(job.result.get("hf_model")):
+            return HFModelInfo.from_meta(job.result["hf_model"])
         if "text_model" in job.result:
             return TextModelInfo.from_meta(job.result["text_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
     row = _usable_file(session, tenant, teacher.file, "model", field.removesuffix(".file"))
+    if is_hf_meta(row.meta):
+        return HFModelInfo.from_meta(row.meta)
     if row.meta.get("kind") == "text":
         return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])

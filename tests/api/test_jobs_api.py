@@ -390,6 +390,7 @@ def test_text_jobs_are_accepted_with_a_fitting_text_teacher(client, acme):
         "intermediate": None,
         "init": "teacher",
         "max_length": 32,
+        "format": "distill",
     }
     assert job["spec"]["task"] == "embedding"
     assert job["spec"]["teacher"] == {"builtin": "all-minilm-l6-v2", "weight": 1.0}

@@ -75,6 +75,8 @@ class TextModality(Modality):
         """A teacher job that trains only a head on the whole (frozen) MiniLM."""
         self._teacher_val: torch.Tensor | None = None
         """The teacher's validation logits, from the distilled student's run."""
+        self._hf_meta: dict[str, Any] | None = None
+        """``result.hf_model`` of a transformers student, once :meth:`model_artifact` stored it."""
         self._pool_texts: list[str] = []
         """The texts the teacher labels (train, then transfer), once :meth:`signal_request` ran."""
 
@@ -198,6 +200,20 @@ class TextModality(Modality):
         from worker.engine.text import build_text_student
 
         cfg = self.model_config
+        if _is_hf(teacher) or cfg.format == "hf":  # a transformers student over the teacher's tokenizer
+            from worker.engine.hf import build_hf_student
+
+            assert self.teacher is not None
+            return build_hf_student(
+                teacher,
+                self.teacher.tokenizer,
+                layers=cfg.layers,
+                hidden=cfg.hidden,
+                heads=cfg.heads,
+                intermediate=cfg.intermediate,
+                init=init or cfg.init,
+                max_length=self.max_length,
+            )
         return build_text_student(
             teacher,
             layers=cfg.layers,
@@ -529,6 +545,70 @@ class TextModality(Modality):
 
         return save_text_model(student.model, self.tokenizer, **self._described())
 
+    def model_artifact(self, student: Trained, evaluation: Evaluation) -> tuple[str, str, bytes]:
+        """A transformers student (an HF teacher's, or ``model.format: "hf"``) as
+        :data:`~distill.hfarchive.HF_ARCHIVE_ARTIFACT` (``save_pretrained`` + tokenizer + a model card);
+        its ``HFModelInfo`` (what an upload of the archive records) becomes ``result.hf_model``, so it can
+        teach a later job. Other students: ``model.safetensors``."""
+        if not _is_hf(student.model):
+            return super().model_artifact(student, evaluation)
+        import tempfile
+        from pathlib import Path
+
+        from distill.hfarchive import HF_ARCHIVE_ARTIFACT, model_card, pack_folder
+        from worker.engine.hf import save_folder
+
+        assert self.teacher is not None
+        cfg = student.model.model.config
+        result = evaluation.summary or {}
+        figures = {
+            "test accuracy": result.get("test_accuracy"),
+            "teacher's test accuracy": result.get("teacher_test_accuracy"),
+            "agreement with the teacher": result.get("agreement_with_teacher"),
+            "parameters": result.get("parameters"),
+            "teacher's parameters": result.get("teacher_parameters"),
+            "CPU speed-up over the teacher (batch 1)": result.get("speedup"),
+        }
+        d, t = self.spec.distillation, self.spec.training
+        method = (
+            ", ".join(loss.type for loss in d.losses)
+            if d.losses
+            else f"soft targets at temperature {d.temperature} with alpha {d.alpha} "
+            "(the rest cross-entropy on the labels)"
+        )
+        card = model_card(
+            title=self.spec.name or f"Distilled text classifier ({self.job_id})",
+            base={
+                "pipeline_tag": "text-classification",
+                "job": self.job_id,
+                "student": {
+                    "architecture": "BertForSequenceClassification",
+                    "layers": cfg.num_hidden_layers,
+                    "hidden size": cfg.hidden_size,
+                    "max tokens per text": self.max_length,
+                },
+                "teacher": {
+                    "source": f"{self.teacher.field} {self.teacher.name}",
+                    "architecture": self.teacher.hf.architecture if self.teacher.hf else None,
+                },
+                "data": self.data.summary(1),
+                "method": f"Knowledge distillation on the teacher's logits: {method}; {t.epochs} epochs, "
+                f"learning rate {t.learning_rate}.",
+                "figures": figures,
+                "labels": [str(cfg.id2label.get(i, i)) for i in range(cfg.num_labels)],
+                "usage": (
+                    "from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast\n"
+                    "model = AutoModelForSequenceClassification.from_pretrained('student')\n"
+                    "tokenizer = PreTrainedTokenizerFast.from_pretrained('student')"
+                ),
+            },
+        )
+        with tempfile.TemporaryDirectory(prefix="distill-hf-save-") as tmp:
+            info = save_folder(student.model.model, self.tokenizer, Path(tmp), card=card)
+            blob = pack_folder(Path(tmp))
+        self._hf_meta = info.to_meta()
+        return HF_ARCHIVE_ARTIFACT, "hf", blob
+
     def export(self, fmt: str, student: Trained) -> tuple[str, dict[str, Any], bytes | None]:
         """Export the student to ``fmt`` and check it against PyTorch on the held-out texts; a failure is
         reported (event and report entry), and the job goes on without that file."""
@@ -537,6 +617,11 @@ class TextModality(Modality):
         from worker.engine.text import text_model_metadata
         from worker.engine.text_export import TEXT_EXPORTERS
 
+        if _is_hf(student.model):  # the API refuses this; a stored spec from elsewhere gets the reason
+            name = TEXT_EXPORTERS[fmt][0]
+            error = "a Hugging Face student is stored as model.hf.zip only; export is not supported"
+            self.event(f"export to {fmt} skipped: {error}", {"format": fmt})
+            return name, {"file": name, "error": error}, None
         model, tokenizer = student.model, self.tokenizer
         metadata = text_model_metadata(model, tokenizer, **self._described())
         name, export, check = TEXT_EXPORTERS[fmt]
@@ -562,6 +647,9 @@ class TextModality(Modality):
     def describe_model(self, student: Trained) -> dict[str, Any]:
         from worker.engine.text import encoder_of
 
+        if self._hf_meta is not None:
+            return {"hf_model": self._hf_meta}
+
         encoder = encoder_of(student.model)
         return {
             "text_model": {
@@ -575,6 +663,13 @@ class TextModality(Modality):
                 "layers": int(encoder.config.num_hidden_layers),
             }
         }
+
+
+def _is_hf(model: Any) -> bool:
+    """Whether ``model`` is a transformers sequence classifier (``worker.engine.hf.HFTextClassifier``)."""
+    from worker.engine.hf import HFTextClassifier
+
+    return isinstance(model, HFTextClassifier)
 
 
 def _evaluation(report: dict[str, Any], summary: dict[str, Any]) -> Evaluation:
