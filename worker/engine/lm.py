@@ -10,6 +10,7 @@ safetensors.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import io
 import math
@@ -39,6 +40,17 @@ TOKENIZER_FILES = (
 )
 MAX_ARCHIVE_FILES = 64
 MAX_ARCHIVE_BYTES = 20 * 1024**3
+
+
+@functools.cache
+def _cache_arg() -> str:
+    """The key-value cache's argument (and output) name: ``cache`` in recent transformers, else
+    ``past_key_values``."""
+    import inspect
+
+    from transformers import GPT2LMHeadModel
+
+    return "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
 
 
 class LMError(ValueError):
@@ -254,17 +266,13 @@ def generate(
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    past = None
+    past: dict[str, Any] = {}
     step_ids, step_positions = ids, positions
     for _ in range(max_new_tokens):
         result = model(
-            input_ids=step_ids,
-            attention_mask=attention,
-            position_ids=step_positions,
-            past_key_values=past,
-            use_cache=True,
+            input_ids=step_ids, attention_mask=attention, position_ids=step_positions, use_cache=True, **past
         )
-        past = result.past_key_values
+        past = {_cache_arg(): getattr(result, _cache_arg())}
         logits = result.logits[:, -1].float()
         if sample:
             probs = torch.softmax(logits / temperature, dim=-1)
