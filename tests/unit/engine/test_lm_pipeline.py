@@ -199,3 +199,32 @@ def _unzip(blob: bytes, dest: Path) -> Path:
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         zf.extractall(dest)
     return dest
+
+
+def test_a_resumed_job_ends_where_the_uninterrupted_one_ends(tmp_path: Path) -> None:
+    """The pipeline trains through fit's checkpoint hooks: resumed from a mid-epoch state, the student
+    ends with the same figures as the run that was never interrupted."""
+    tok = char_tokenizer()
+    teacher = tiny_causal_lm(tok, layers=2, hidden=32)
+    data = LoadedLMData(train=LMDataset(arithmetic(48)), validation=LMDataset(arithmetic(8, seed=1)))
+    spec = {
+        "task": "causal_lm",
+        "data": {"train": {"file": "f"}},
+        "teacher": {"file": "file_teacher"},
+        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 16},
+        "training": {"epochs": 2, "batch_size": 8},
+    }
+    states: list[Any] = []
+    first = context(spec, tmp_path, [])
+    first.checkpoint, first.checkpoint_every = states.append, 2
+    whole = LMPipeline(first, data=data, teacher=loaded(teacher, tok, "file_teacher", "teacher.file")).run(
+        0.0
+    )
+    middle = next(s for s in states if s.epoch == 2 and s.position > 0)
+    again = context(spec, tmp_path, [])
+    again.resume = middle
+    resumed = LMPipeline(again, data=data, teacher=loaded(teacher, tok, "file_teacher", "teacher.file")).run(
+        0.0
+    )
+    assert resumed.result["perplexity"] == pytest.approx(whole.result["perplexity"], rel=1e-5)
+    assert resumed.result["teacher_cache_hit"] is True  # the teacher did not run again on resume
