@@ -324,6 +324,8 @@ class JSDLoss(_Loss):
     temperature: float | None = Field(default=None, gt=0.0, le=100.0)
 
 
+LM_DEFAULT_TEMPERATURE = 1.0
+"""``distillation.temperature`` of a ``causal_lm`` job that does not give one."""
 LM_LOSS_TYPES = ("forward_kl", "reverse_kl", "jsd", "ce")
 """The ``distillation.losses`` types of ``causal_lm`` jobs."""
 
@@ -462,6 +464,10 @@ class JobSpec(_Strict):
             check_spec_rules(self)
         except SpecError as exc:
             raise exc.as_validation_error(type(self).__name__) from None
+        if self.task == "causal_lm" and "temperature" not in self.distillation.model_fields_set:
+            # a vocabulary-sized distribution at the classifiers' default of 4 is nearly flat: causal_lm
+            # jobs default to 1 (written into the spec, so the stored spec says it)
+            self.distillation.temperature = LM_DEFAULT_TEMPERATURE
         return self
 
     @property

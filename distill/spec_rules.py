@@ -82,15 +82,20 @@ def check_spec_rules(spec: JobSpec) -> None:
 
 
 LM_ONLY_DISTILLATION = ("on_policy", "top_k", "full_logits")
-"""``distillation`` fields that only ``causal_lm`` jobs read."""
+"""``distillation`` fields that only ``causal_lm`` jobs read (each None or false unless asked for)."""
+
+
+def _lm_options_given(spec: JobSpec) -> list[str]:
+    """The causal-LM-only ``distillation`` fields given values (judged by value, not by whether they were
+    set: a stored spec is dumped whole, defaults included, and validated again by the worker)."""
+    return [name for name in LM_ONLY_DISTILLATION if getattr(spec.distillation, name) not in (None, False)]
 
 
 def _no_lm_fields(spec: JobSpec) -> None:
     """A classification or embedding job names no causal-LM loss or option."""
-    for name in LM_ONLY_DISTILLATION:
-        if name in spec.distillation.model_fields_set:
-            field = f"distillation.{name}"
-            raise SpecError(field, f'{field}: is for task "causal_lm" jobs only; drop {field}')
+    for name in _lm_options_given(spec):
+        field = f"distillation.{name}"
+        raise SpecError(field, f'{field}: is for task "causal_lm" jobs only; drop {field}')
     for index, loss in enumerate(spec.distillation.losses or []):
         if loss.type in LM_LOSS_TYPES and loss.type != "ce":
             field = f"distillation.losses.{index}.type"
@@ -155,14 +160,13 @@ def _causal_lm_rules(spec: JobSpec) -> None:
         if loss.type != "ce" and not teachers:
             raise SpecError(field, f"{field}: the {loss.type} loss needs a teacher; add `teacher`")
     if not teachers:
-        for name in LM_ONLY_DISTILLATION:
-            if name in spec.distillation.model_fields_set:
-                field = f"distillation.{name}"
-                raise SpecError(
-                    field,
-                    f"{field}: reads a teacher's token distributions; this job has no teacher (it fine-tunes "
-                    f"the student on the completions): add `teacher` or drop {field}",
-                )
+        for name in _lm_options_given(spec):
+            field = f"distillation.{name}"
+            raise SpecError(
+                field,
+                f"{field}: reads a teacher's token distributions; this job has no teacher (it fine-tunes "
+                f"the student on the completions): add `teacher` or drop {field}",
+            )
         if isinstance(model, GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig):
             raise SpecError(
                 "model.arch",
@@ -170,7 +174,7 @@ def _causal_lm_rules(spec: JobSpec) -> None:
                 'job has no teacher; start from a model instead ({"arch": "pretrained", "file": ...}) or add '
                 "`teacher`",
             )
-    if spec.distillation.full_logits and "top_k" in spec.distillation.model_fields_set:
+    if spec.distillation.full_logits and spec.distillation.top_k is not None:
         raise SpecError(
             "distillation.top_k",
             "distillation.top_k: sizes the top-k cache, which full_logits does without; drop one of them",

@@ -29,6 +29,7 @@ import torch
 from distill.lminfo import CausalLMInfo
 from distill.results import JobResult, Report
 from distill.spec import (
+    LM_DEFAULT_TEMPERATURE,
     CELoss,
     ForwardKLLoss,
     GPT2StudentConfig,
@@ -61,9 +62,6 @@ from worker.teacher_cache import cache_digest
 log = logging.getLogger(__name__)
 
 CAPTURE = "lm_topk"
-LM_DEFAULT_TEMPERATURE = 1.0
-"""A causal_lm job's temperature when neither ``distillation.temperature`` nor the loss gives one (the
-classification default of 4 flattens a vocabulary-sized distribution too much)."""
 
 
 class LMPipeline(BasePipeline):
@@ -238,10 +236,8 @@ class LMPipeline(BasePipeline):
         own = getattr(loss, "temperature", None)
         if own is not None:
             return float(own)
-        spec = self.spec.distillation
-        if "temperature" in spec.model_fields_set and isinstance(spec.temperature, float):
-            return spec.temperature
-        return LM_DEFAULT_TEMPERATURE
+        temperature = self.spec.distillation.temperature
+        return float(temperature) if isinstance(temperature, float | int) else LM_DEFAULT_TEMPERATURE
 
     def _teacher_outputs(self, train: list[LMExample]) -> tuple[TeacherTopK | None, dict[str, Any] | None]:
         """The teacher's top-k over the training examples: from the cache, or computed once and cached.

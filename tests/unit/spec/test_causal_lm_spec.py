@@ -206,3 +206,17 @@ def test_model_info_round_trips_and_recognises_archives() -> None:
     assert is_causal_lm_meta({"architectures": ["GPT2LMHeadModel"], "task": "causal_lm"})
     assert is_causal_lm_meta({"architectures": ["LlamaForCausalLM"]})
     assert not is_causal_lm_meta({"kind": "text", "task": "classification"})
+
+
+def test_a_stored_spec_validates_again_as_the_worker_reads_it() -> None:
+    """The API stores the spec dumped whole (defaults included) and the worker validates it again: a
+    teacher-less causal_lm job and a classification job both survive the round trip, and a causal_lm job's
+    temperature defaults to 1 (written into the spec), a given one kept."""
+    sft = spec(teacher=None, model={"arch": "pretrained", "file": "f"})
+    assert sft.distillation.temperature == 1.0
+    again = JobSpec.model_validate(sft.model_dump(mode="json"))
+    assert again == sft and again.distillation.on_policy is None
+    tabular = JobSpec.model_validate({"data": {"train": {"builtin": "digits"}}})
+    assert JobSpec.model_validate(tabular.model_dump(mode="json")).distillation.temperature == 4.0
+    hot = spec(distillation={"temperature": 2.0, "top_k": 8})
+    assert JobSpec.model_validate(hot.model_dump(mode="json")).distillation.temperature == 2.0
