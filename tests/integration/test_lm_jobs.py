@@ -33,16 +33,16 @@ def arithmetic(n: int, seed: int) -> list[dict[str, str]]:
 
 
 def run(client: Client, spec: dict) -> dict:
-    job = client.wait(client.create_job(spec)["id"], poll_interval=0.3, timeout=300)
+    job = client.wait(client.create_job(spec)["id"], poll_interval=0.3, timeout=600)
     assert job["status"] == "succeeded", job["error"]
     return job
 
 
 def test_fine_tune_a_teacher_then_distil_a_student(acme: Client, tmp_path: Path) -> None:
     path = tmp_path / "sums.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in arithmetic(400, seed=0)))
+    path.write_text("".join(json.dumps(r) + "\n" for r in arithmetic(300, seed=0)))
     data = acme.upload_file(path)
-    assert data["metadata"]["kind"] == "lm" and data["metadata"]["examples"] == 400
+    assert data["metadata"]["kind"] == "lm" and data["metadata"]["examples"] == 300
     tok = char_tokenizer()
     start_path = tmp_path / "start.zip"
     start_path.write_bytes(archive(tiny_causal_lm(tok, layers=2, hidden=64), tok))
@@ -53,19 +53,19 @@ def test_fine_tune_a_teacher_then_distil_a_student(acme: Client, tmp_path: Path)
         {
             "task": "causal_lm",
             "data": {"train": {"file": data["id"]}},
-            "model": {"arch": "pretrained", "file": start["id"], "max_length": 16},
-            "training": {"epochs": 6, "batch_size": 16, "learning_rate": 0.003},
+            "model": {"arch": "pretrained", "file": start["id"], "max_length": 12},
+            "training": {"epochs": 5, "batch_size": 16, "learning_rate": 0.003},
         },
     )
-    assert teacher["result"]["token_accuracy"] > 0.6, teacher["result"]
+    assert teacher["result"]["token_accuracy"] > 0.5, teacher["result"]
 
     spec = {
         "task": "causal_lm",
         "data": {"train": {"file": data["id"]}},
         "teacher": {"job": teacher["id"]},
-        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 16},
+        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 12},
         "distillation": {"losses": [{"type": "forward_kl", "weight": 0.9}, {"type": "ce", "weight": 0.1}]},
-        "training": {"epochs": 3, "batch_size": 16, "learning_rate": 0.003},
+        "training": {"epochs": 1, "batch_size": 16, "learning_rate": 0.003},
     }
     student = run(acme, spec)
     result = student["result"]
