@@ -8,8 +8,8 @@ folder as object store, this process's CPU), so the figures are the job's. The t
 GPT-2 over a character tokenizer, ``tests/lm_support.py``) is fine-tuned on the train records; each student
 is a smaller GPT-2 of the same tokenizer, the same seed for every method.
 
-    .venv/bin/python -m bench.llm                      # the small default (a few minutes on 2 cores)
-    .venv/bin/python -m bench.llm --seeds 3 --teacher-epochs 30 --student-epochs 10
+    .venv/bin/python -m bench.llm                      # the small default (about 7 minutes on 2 busy cores)
+    .venv/bin/python -m bench.llm --seeds 3 --max-operand 50 --train 1500 --teacher-epochs 30
 
 Prints a markdown table: exact match (mean and spread over seeds), token accuracy, parameters, tokens per
 second (forward passes over held-out records), and the cache's bytes per token against full fp16 logits.
@@ -79,15 +79,15 @@ def context(spec: dict[str, Any], root: Path, job_id: str) -> JobContext:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-operand", type=int, default=50)
-    parser.add_argument("--train", type=int, default=1500)
-    parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--teacher-layers", type=int, default=3)
-    parser.add_argument("--teacher-hidden", type=int, default=128)
+    parser.add_argument("--max-operand", type=int, default=20)
+    parser.add_argument("--train", type=int, default=320)
+    parser.add_argument("--test", type=int, default=80)
+    parser.add_argument("--teacher-layers", type=int, default=2)
+    parser.add_argument("--teacher-hidden", type=int, default=64)
     parser.add_argument("--student-layers", type=int, default=1)
-    parser.add_argument("--student-hidden", type=int, default=64)
-    parser.add_argument("--teacher-epochs", type=int, default=20)
-    parser.add_argument("--student-epochs", type=int, default=8)
+    parser.add_argument("--student-hidden", type=int, default=32)
+    parser.add_argument("--teacher-epochs", type=int, default=15)
+    parser.add_argument("--student-epochs", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--top-k", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)

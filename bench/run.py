@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "demo": ("bench.demo_quality", ["--seeds", "5"], "the demo's distilled student vs scratch, 5 seeds"),
     "quality": ("bench.quality", ["--markdown"], "every method vs scratch, 5 seeds (about 8 minutes)"),
     "text": ("bench.text_embedding", [], "MiniLM-L6 embedding student: cosine >= 0.9, >= 3x faster"),
+    "llm": ("bench.llm", [], "causal-LM students: best distilled >= 90% of the teacher's exact match, > SFT"),
 }
 
 
