@@ -70,3 +70,23 @@ def test_a_classification_model_or_data_does_not_fit(client: TestClient, acme: d
         },
     )
     assert builtin.status_code == 422 and builtin.json()["error"]["field"] == "data.train"
+
+
+def test_a_causal_lm_config_over_the_parameter_ceiling_answers_422(
+    client: TestClient, acme: dict[str, str]
+) -> None:
+    data = _lm_dataset(client, acme)
+    teacher = _model(client, acme, char_tokenizer(), "teacher.zip")
+    huge = {"arch": "llama", "num_hidden_layers": 64, "hidden_size": 8192, "num_attention_heads": 64}
+    response = client.post(
+        "/v1/jobs",
+        headers=acme,
+        json={
+            "task": "causal_lm",
+            "data": {"train": {"file": data}},
+            "teacher": {"file": teacher},
+            "model": huge,
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "over_limit" and response.json()["error"]["field"] == "model"
