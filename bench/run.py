@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
     "poll": ("bench.status_poll", [], "authenticated status poll >= 0.9 of a bare primary-key select"),
     "pickup": ("bench.worker_pickup", [], "a worker's first pick-up within 50 ms of the next"),
     "ddp": ("bench.data_parallel", [], "1 vs 2 gloo ranks throughput"),
+    "llm": ("bench.llm", [], "causal-LM students: best distilled >= 90% of the teacher's exact match, > SFT"),
 }
 
 

@@ -49,6 +49,8 @@ from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.launch import data_parallel_for, worker_devices
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
+from worker.lm_inputs import LMInputs
+from worker.lm_pipeline import LMPipeline
 from worker.modalities import modality_for
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
@@ -289,8 +291,9 @@ class Runner:
         lease: JobLease,
         resume: LoopState | None,
         parallel: DataParallel | None = None,
-    ) -> Pipeline:
-        """Load the job's inputs and build its pipeline over the spec's modality (tabular, text...)."""
+    ) -> Pipeline | LMPipeline:
+        """Load the job's inputs and build its pipeline: causal-LM jobs (their own pipeline, for now), or
+        the one pipeline over the spec's modality (tabular, text)."""
         context = JobContext(
             job_id=job.id,
             spec=spec,
@@ -306,6 +309,10 @@ class Runner:
             resume=resume,
             parallel=parallel,
         )
+        if spec.task == "causal_lm":
+            lm_data, lm_teacher, lm_start = LMInputs(loader, spec).load()
+            lease.write(event=("data loaded", lm_data.summary(0 if lm_teacher is None else 1)))
+            return LMPipeline(context, data=lm_data, teacher=lm_teacher, student_start=lm_start)
         modality = modality_for(spec).load(context, loader)
         lease.write(event=("data loaded", modality.data_summary()))
         return Pipeline(context, modality)

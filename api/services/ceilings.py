@@ -17,7 +17,15 @@ from api.errors import Invalid
 from api.tenancy import find_owned
 from distill.datasets import BUILTIN_INFO, DatasetError, DatasetInfo
 from distill.settings import Settings
-from distill.spec import BuiltinData, CNNConfig, EncoderConfig, JobSpec, MLPConfig
+from distill.spec import (
+    BuiltinData,
+    CNNConfig,
+    EncoderConfig,
+    GPT2StudentConfig,
+    JobSpec,
+    LlamaStudentConfig,
+    MLPConfig,
+)
 from distill.tables import File, Tenant
 
 MINILM_HIDDEN = 384
@@ -51,6 +59,18 @@ def encoder_parameters(model: EncoderConfig) -> int:
     return (BERT_VOCAB + BERT_POSITIONS) * hidden + model.layers * per_layer
 
 
+def causal_lm_block_parameters(model: GPT2StudentConfig | LlamaStudentConfig) -> int:
+    """The decoder blocks of a causal-LM student config (embeddings aside: their size is the teacher's
+    vocabulary, known to the worker), a lower bound of its parameter count."""
+    if isinstance(model, GPT2StudentConfig):
+        h = model.n_embd
+        return model.n_layer * (12 * h * h + 13 * h)
+    h = model.hidden_size
+    kv = h * (model.num_key_value_heads or model.num_attention_heads) // model.num_attention_heads
+    intermediate = model.intermediate_size or 4 * h
+    return model.num_hidden_layers * (2 * h * h + 2 * h * kv + 3 * h * intermediate + 2 * h)
+
+
 def _train_info(session: Session, tenant: Tenant, spec: JobSpec) -> DatasetInfo | None:
     ref = spec.data.train
     if isinstance(ref, BuiltinData):
@@ -68,6 +88,10 @@ def student_parameters(session: Session, tenant: Tenant, spec: JobSpec) -> int |
     """The student's parameter count, or None when the training data cannot tell it yet."""
     if isinstance(spec.model, EncoderConfig):
         return encoder_parameters(spec.model)
+    if isinstance(spec.model, GPT2StudentConfig | LlamaStudentConfig):
+        return causal_lm_block_parameters(spec.model)
+    if not isinstance(spec.model, MLPConfig | CNNConfig):
+        return None  # other causal-LM students: copies of a model whose size its upload already passed
     info = _train_info(session, tenant, spec)
     if info is None or info.kind != "tabular" or not info.input_shape:
         return None

@@ -153,6 +153,11 @@ class Loop:
     """Puts the trained parts in train mode at each epoch's start (default: ``model.train()``)."""
     extra: nn.Module | None = None
     """Other trained parameters to checkpoint with the model (the objective's projections)."""
+    weight: Callable[[torch.Tensor], float] | None = None
+    """What a batch's loss is a mean over, for a batch of pool indices (the completion tokens of a causal
+    LM's examples). Given, the losses of an accumulation group are weighted by their batch's share of the
+    group's total (``loss * weight(batch) / weight(group)``), so accumulated gradients are exactly one big
+    batch's; None: each batch of a group counts the same (``loss / group``)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     ranks: RankGroup | None = None
     """Data-parallel: this process's rank; ``step`` must then run the DDP-wrapped model
@@ -191,6 +196,8 @@ def fit(
     cb = callbacks or NoCallbacks()
     ranks = loop.ranks
     main = ranks is None or ranks.is_main
+    if ranks is not None and loop.weight is not None:
+        raise ValueError("a loop with per-batch loss weights (causal LMs) trains in one process")
     model, n, bs = loop.model, loop.examples, loop.batch_size
     epochs, steps = loop.epochs, loop.epochs * loop.steps_per_epoch
     shuffle = torch.Generator().manual_seed(loop.seed)
@@ -251,7 +258,12 @@ def fit(
                     loop.optimizer.zero_grad(set_to_none=True)
                 if scale != 1.0:
                     loss = loss * scale
-                (loss / group if group > 1 else loss).backward()
+                if loop.weight is not None and group > 1:  # (one process: checked above)
+                    members = [order[g * bs : (g + 1) * bs] for g in range(group_start, group_start + group)]
+                    total = sum(loop.weight(m) for m in members)
+                    (loss * (loop.weight(idx) / total if total > 0 else 0.0)).backward()
+                else:
+                    (loss / group if group > 1 else loss).backward()
             totals.add_(values.to(totals.device), alpha=weight)
             if not last:
                 continue
