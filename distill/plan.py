@@ -19,6 +19,7 @@ from distill.modelfile import TextModelInfo
 from distill.spec import (
     AttentionLoss,
     EncoderConfig,
+    EndpointSettings,
     HintLoss,
     JobSpec,
     SpecError,
@@ -26,7 +27,7 @@ from distill.spec import (
 )
 from distill.spec_rules import check_layer_map
 
-TeacherInfo = StoredModelConfig | TextModelInfo
+TeacherInfo = StoredModelConfig | TextModelInfo | EndpointSettings
 """What a teacher reference resolved to: a tabular model's config, or a text model's description (the
 builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`)."""
 
@@ -135,6 +136,10 @@ def _tabular_teachers(
                 where,
                 f"{where}: the teacher is a text model; it teaches encoder students on text datasets "
                 '(model.arch "encoder")',
+            )
+        if isinstance(info, EndpointSettings):  # (the spec's rules allow it in causal_lm jobs only)
+            raise SpecError(
+                where, f'{where}: an endpoint teacher teaches causal-LM students (task "causal_lm")'
             )
         if info.num_classes != num_classes:
             others = " (all teachers must predict the same classes)" if several else ""

@@ -12,6 +12,7 @@ from distill.spec import (
     AttentionLoss,
     BuiltinTeacher,
     EncoderConfig,
+    EndpointTeacher,
     HintLoss,
     JobSpec,
     SpecError,
@@ -25,6 +26,7 @@ UNTAUGHT_TEXT_LAYERS = 6
 
 def check_spec_rules(spec: JobSpec) -> None:
     """Every rule between the spec's fields (no references resolved); raises :class:`SpecError`."""
+    _endpoint_rules(spec)
     if spec.data.transfer is not None and spec.teacher is None:
         raise SpecError(
             "data.transfer",
@@ -186,4 +188,31 @@ def check_layer_map(
                 field,
                 f"{field}: layer pair [{i}, {j}] is out of range: the student has {student_layers} "
                 f"attention layers (0..{student_layers - 1}) and {teacher_text}",
+            )
+
+
+REDACTED = "***"
+"""What a stored job shows in place of ``teacher.endpoint.api_key`` (``distill.secrets``)."""
+
+
+def _endpoint_rules(spec: JobSpec) -> None:
+    """An endpoint teacher is the one teacher of a ``causal_lm`` job, with a real key (not the ``***`` a
+    stored job shows)."""
+    for index, ref in enumerate(spec.teachers):
+        if not isinstance(ref, EndpointTeacher):
+            continue
+        field = spec.teacher_field(index)
+        if isinstance(spec.teacher, list):
+            raise SpecError(field, f"{field}: an endpoint teacher must be the job's only teacher")
+        if spec.task != "causal_lm":
+            raise SpecError(
+                field,
+                f"{field}: an endpoint teacher teaches causal-LM students by its answers; "
+                'set task "causal_lm"',
+            )
+        if ref.endpoint.api_key == REDACTED:
+            raise SpecError(
+                f"{field}.api_key",
+                f"{field}.api_key: {REDACTED!r} is the placeholder a stored job shows; give the real key "
+                "(or leave api_key out for a server that needs none)",
             )

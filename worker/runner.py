@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from distill import lifecycle
 from distill.db import is_transient
 from distill.events import append_event
+from distill.secrets import delete_secrets
 from distill.settings import Settings
 from distill.spec import JobSpec
 from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
@@ -227,6 +228,10 @@ class Runner:
         them."""
         if not keeps_checkpoints(job.spec):
             delete_checkpoints(self.store, job.tenant_id, job.id)
+        try:  # its secrets go with it (the reconciler's sweep deletes any left if this fails)
+            self._retrying(f"delete secrets {job.id}", lambda session: delete_secrets(session, job.id))
+        except DatabaseUnavailable as error:
+            log.warning("job %s: could not delete its secrets yet: %s", job.id, error)
 
     def _fail(self, job: Job, lease: JobLease, code: str, message: str) -> str | None:
         job_id = job.id
