@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distill.datasets import DatasetInfo
+from distill.lminfo import CausalLMInfo
 from distill.modelfile import TextModelInfo
 from distill.spec import (
     AttentionLoss,
@@ -22,14 +23,17 @@ from distill.spec import (
     EndpointSettings,
     HintLoss,
     JobSpec,
+    PretrainedStudentConfig,
     SpecError,
     StoredModelConfig,
+    TeacherLayersConfig,
 )
 from distill.spec_rules import check_layer_map
 
-TeacherInfo = StoredModelConfig | TextModelInfo | EndpointSettings
-"""What a teacher reference resolved to: a tabular model's config, or a text model's description (the
-builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`)."""
+TeacherInfo = StoredModelConfig | TextModelInfo | CausalLMInfo | EndpointSettings
+"""What a teacher reference resolved to: a tabular model's config, a text model's description (the
+builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`), a causal
+language model's, or an endpoint's settings (a served teacher known only by its answers)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,15 @@ class Resolved:
     transfer: DatasetInfo | None = None
     teachers: list[TeacherInfo] = field(default_factory=list)
     """One per ``spec.teachers``, in order."""
+    student: TeacherInfo | None = None
+    """What a ``{"arch": "pretrained"}`` student starts from (None for every other student)."""
 
 
 @dataclass(frozen=True)
 class Plan:
     """What a valid spec amounts to, once its references are known."""
 
-    kind: Literal["tabular", "text"]
+    kind: Literal["tabular", "text", "lm"]
     num_classes: int | None
     """Classes of the training labels; None for a text embedding job without labels."""
     input_shape: list[int]
@@ -62,6 +68,14 @@ def plan(spec: JobSpec, resolved: Resolved) -> Plan:
     if len(resolved.teachers) != len(spec.teachers):
         raise ValueError(f"resolved {len(resolved.teachers)} teachers for a spec with {len(spec.teachers)}")
     train = resolved.train
+    if spec.task == "causal_lm":
+        return _lm_plan(spec, resolved)
+    if train.kind == "lm":
+        raise SpecError(
+            "data.train",
+            'data.train: a prompt/completion dataset trains language models; set task "causal_lm" with a '
+            'causal-LM model (e.g. {"arch": "gpt2", ...})',
+        )
     if isinstance(spec.model, EncoderConfig):
         if train.kind != "text":
             raise SpecError(
@@ -140,6 +154,11 @@ def _tabular_teachers(
         if isinstance(info, EndpointSettings):  # (the spec's rules allow it in causal_lm jobs only)
             raise SpecError(
                 where, f'{where}: an endpoint teacher teaches causal-LM students (task "causal_lm")'
+            )
+        if isinstance(info, CausalLMInfo):
+            raise SpecError(
+                where,
+                f'{where}: the teacher is a causal language model; it teaches task "causal_lm" jobs',
             )
         if info.num_classes != num_classes:
             others = " (all teachers must predict the same classes)" if several else ""
@@ -242,3 +261,88 @@ def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_cl
             check_layer_map(
                 loss.layer_map, model.layers, info.layers, f"distillation.losses.{index}.layer_map"
             )
+
+
+def _lm_plan(spec: JobSpec, resolved: Resolved) -> Plan:
+    """A ``causal_lm`` job: prompt/completion data, a causal-LM teacher and student with one tokenizer."""
+    model = spec.model
+    for name, held in (
+        ("train", resolved.train),
+        ("validation", resolved.validation),
+        ("test", resolved.test),
+    ):
+        if held is None:
+            continue
+        where = f"data.{name}"
+        if held.kind != "lm":
+            raise SpecError(
+                where,
+                f'{where}: a causal_lm job reads JSONL records with "prompt" (and "completion") or chat '
+                f'"messages"; this is a {held.kind} dataset',
+            )
+    on_policy = spec.distillation.on_policy
+    generates = on_policy is not None and on_policy.fraction >= 1.0
+    endpoint = bool(resolved.teachers) and isinstance(resolved.teachers[0], EndpointSettings)
+    if not resolved.train.has_labels and not generates and not endpoint:  # an endpoint writes them
+        raise SpecError(
+            "data.train",
+            'data.train: some records have no completion (a "completion", or a last assistant message); '
+            "the job trains on completions: complete every record, or let the student write them "
+            "(distillation.on_policy.fraction 1 with a teacher)",
+        )
+    teacher: CausalLMInfo | None = None
+    if resolved.teachers:
+        info = resolved.teachers[0]
+        where = spec.teacher_field(0)
+        if isinstance(info, EndpointSettings):
+            pass  # known only by its answers: no tokenizer to compare (the spec's rules)
+        elif not isinstance(info, CausalLMInfo):
+            raise SpecError(
+                where,
+                f"{where}: the teacher is not a causal language model; a causal_lm job needs an uploaded "
+                "Hugging Face causal-LM archive or a causal_lm job's output",
+            )
+        else:
+            teacher = info
+    if isinstance(model, TeacherLayersConfig) and teacher is not None and teacher.layers is not None:
+        bad = [i for i in model.layers if i >= teacher.layers]
+        if bad:
+            raise SpecError(
+                "model.layers",
+                f"model.layers: the teacher has {teacher.layers} layers (0..{teacher.layers - 1}); "
+                f"{bad} do not exist",
+            )
+    if isinstance(model, PretrainedStudentConfig):
+        student = resolved.student
+        where = "model.file" if model.file is not None else "model.job"
+        if not isinstance(student, CausalLMInfo):
+            raise SpecError(where, f"{where}: the student to continue from is not a causal language model")
+        _same_tokenizer(spec, teacher, student, where)
+    return Plan(kind="lm", num_classes=None, input_shape=[], student=None)
+
+
+def _same_tokenizer(spec: JobSpec, teacher: CausalLMInfo | None, student: CausalLMInfo, where: str) -> None:
+    """Token-level distillation compares distributions over one vocabulary: the teacher's and the
+    student's tokenizers must be the same (same ``tokenizer_sha256``)."""
+    if teacher is None:
+        return
+    teacher_field = spec.teacher_field(0)
+    model = spec.model
+    assert isinstance(model, PretrainedStudentConfig)
+    student_ref = model.file or model.job
+    teacher_ref = spec.teachers[0]
+    teacher_name = getattr(teacher_ref, "file", None) or getattr(teacher_ref, "job", None)
+    differ = (
+        teacher.tokenizer_sha256 is not None
+        and student.tokenizer_sha256 is not None
+        and teacher.tokenizer_sha256 != student.tokenizer_sha256
+    )
+    if differ or teacher.vocab_size != student.vocab_size:
+        raise SpecError(
+            where,
+            f"{where}: the student ({student_ref}: {student.architecture}, vocabulary {student.vocab_size}, "
+            f"tokenizer {str(student.tokenizer_sha256)[:12]}) and the teacher ({teacher_field} "
+            f"{teacher_name}: {teacher.architecture}, vocabulary {teacher.vocab_size}, tokenizer "
+            f"{str(teacher.tokenizer_sha256)[:12]}) have different tokenizers; token-level distillation "
+            "needs one tokenizer: pick a student that shares the teacher's",
+        )

@@ -137,21 +137,84 @@ class EncoderConfig(_Strict):
     """Tokens per text (longer texts are truncated)."""
 
 
+class _CausalLMConfig(_Strict):
+    """What every causal-LM student config shares (``task: "causal_lm"`` jobs)."""
+
+    max_length: int = Field(default=256, ge=8, le=8192)
+    """Tokens per example, prompt and completion together (longer examples are cut at the end)."""
+
+
+class GPT2StudentConfig(_CausalLMConfig):
+    """A GPT-2 style causal LM drawn afresh, over its teacher's vocabulary and tokenizer."""
+
+    arch: Literal["gpt2"]
+    n_layer: int = Field(default=4, ge=1, le=96)
+    n_embd: int = Field(default=256, ge=8, le=16384)
+    n_head: int = Field(default=4, ge=1, le=128)
+
+
+class LlamaStudentConfig(_CausalLMConfig):
+    """A Llama- or Qwen2-style causal LM drawn afresh, over its teacher's vocabulary and tokenizer."""
+
+    arch: Literal["llama", "qwen2"]
+    num_hidden_layers: int = Field(default=4, ge=1, le=128)
+    hidden_size: int = Field(default=256, ge=8, le=16384)
+    num_attention_heads: int = Field(default=4, ge=1, le=128)
+    num_key_value_heads: int | None = Field(default=None, ge=1, le=128)
+    """None: as many as ``num_attention_heads`` (no grouped-query attention)."""
+    intermediate_size: int | None = Field(default=None, ge=8, le=65536)
+    """None: four times ``hidden_size``."""
+
+
+class TeacherLayersConfig(_CausalLMConfig):
+    """A copy of the teacher (embeddings, head and the named decoder layers, in order) as the student."""
+
+    arch: Literal["teacher_layers"]
+    layers: list[Annotated[int, Field(ge=0, le=1023)]] = Field(min_length=1, max_length=128)
+
+
+class PretrainedStudentConfig(_CausalLMConfig):
+    """Continue from a causal LM: an uploaded Hugging Face archive (``file``) or a job's output (``job``)."""
+
+    arch: Literal["pretrained"]
+    file: str | None = Field(default=None, min_length=1)
+    job: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PretrainedStudentConfig:
+        if (self.file is None) == (self.job is None):
+            raise ValueError(
+                'give exactly one of "file" (an uploaded model archive) or "job" (a job\'s output)'
+            )
+        return self
+
+
+CausalLMConfig = GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig | PretrainedStudentConfig
+CAUSAL_LM_ARCHS = ("gpt2", "llama", "qwen2", "teacher_layers", "pretrained")
+
+
 def _arch(value: object) -> str:
-    """The ``arch`` of a model config; ``mlp`` when omitted, so every field has a default."""
-    if isinstance(value, dict):
-        return str(value.get("arch", "mlp"))
-    return str(getattr(value, "arch", "mlp"))
+    """The ``arch`` of a model config; ``mlp`` when omitted, so every field has a default. ``qwen2``
+    configs share the Llama-style fields."""
+    arch = str(value.get("arch", "mlp")) if isinstance(value, dict) else str(getattr(value, "arch", "mlp"))
+    return "llama" if arch == "qwen2" else arch
 
 
 ModelConfig = Annotated[
     Annotated[MLPConfig, Tag("mlp")]
     | Annotated[CNNConfig, Tag("cnn")]
-    | Annotated[EncoderConfig, Tag("encoder")],
+    | Annotated[EncoderConfig, Tag("encoder")]
+    | Annotated[GPT2StudentConfig, Tag("gpt2")]
+    | Annotated[LlamaStudentConfig, Tag("llama")]
+    | Annotated[TeacherLayersConfig, Tag("teacher_layers")]
+    | Annotated[PretrainedStudentConfig, Tag("pretrained")],
     Discriminator(
         _arch,
         custom_error_type="invalid_arch",
-        custom_error_message="model.arch: must be mlp, cnn or encoder",
+        custom_error_message=(
+            "model.arch: must be mlp, cnn or encoder, or for causal_lm jobs gpt2, llama, qwen2, "
+            "teacher_layers or pretrained"
+        ),
     ),
 ]
 
@@ -259,14 +322,63 @@ class AttentionLoss(_Loss):
 
 
 class CELoss(_Loss):
-    """Cross-entropy with the hard labels (labeled examples only)."""
+    """Cross-entropy with the hard labels (labeled examples only); in ``causal_lm`` jobs, next-token
+    cross-entropy on the completion's tokens."""
 
     type: Literal["ce"]
 
 
+class ForwardKLLoss(_Loss):
+    """Token-level ``KL(teacher_T || student_T)`` over the completion's tokens (``causal_lm`` jobs)."""
+
+    type: Literal["forward_kl"]
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+    """None: ``distillation.temperature``."""
+
+
+class ReverseKLLoss(_Loss):
+    """Token-level ``KL(student_T || teacher_T)`` over the completion's tokens (``causal_lm`` jobs)."""
+
+    type: Literal["reverse_kl"]
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+
+
+class JSDLoss(_Loss):
+    """The generalised Jensen-Shannon divergence of GKD (Agarwal et al. 2024) with mixture
+    ``beta * teacher + (1 - beta) * student``: ``beta * KL(teacher || M) + (1 - beta) * KL(student || M)``
+    (``beta`` 0 is forward KL, 1 reverse KL; ``causal_lm`` jobs)."""
+
+    type: Literal["jsd"]
+    beta: float = Field(default=0.5, ge=0.0, le=1.0)
+    temperature: float | None = Field(default=None, gt=0.0, le=100.0)
+
+
+LM_LOSS_TYPES = ("forward_kl", "reverse_kl", "jsd", "ce")
+"""The ``distillation.losses`` types of ``causal_lm`` jobs."""
+
 LossSpec = Annotated[
-    KDLoss | LogitMSELoss | DKDLoss | HintLoss | AttentionLoss | CELoss, Field(discriminator="type")
+    KDLoss
+    | LogitMSELoss
+    | DKDLoss
+    | HintLoss
+    | AttentionLoss
+    | CELoss
+    | ForwardKLLoss
+    | ReverseKLLoss
+    | JSDLoss,
+    Field(discriminator="type"),
 ]
+
+
+class OnPolicySpec(_Strict):
+    """GKD's on-policy mode (``causal_lm`` jobs with a teacher): a share ``fraction`` of the training
+    batches complete their prompts with the student's own samples (up to ``max_new_tokens``), which the
+    teacher then scores token by token."""
+
+    fraction: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_new_tokens: int = Field(default=32, ge=1, le=2048)
+    temperature: float = Field(default=1.0, gt=0.0, le=10.0)
+    """Sampling temperature of the student's completions."""
 
 
 class DistillationSpec(_Strict):
@@ -282,6 +394,14 @@ class DistillationSpec(_Strict):
     losses: list[LossSpec] | None = Field(default=None, min_length=1, max_length=8)
     auto_budget: int = Field(default=4, ge=0, le=64)
     """How many short trial runs "auto" may spend."""
+    on_policy: OnPolicySpec | None = None
+    """``causal_lm`` jobs with a teacher: train on the student's own samples for a share of batches."""
+    top_k: int | None = Field(default=None, ge=1, le=64)
+    """``causal_lm`` jobs: the teacher-output cache keeps the teacher's top ``top_k`` log-probabilities per
+    token plus the tail mass (None: 16, 98 bytes a token)."""
+    full_logits: bool = False
+    """``causal_lm`` jobs: train on the teacher's full distributions, computed live each step (nothing is
+    cached), instead of the top-k cache."""
 
     @field_validator("temperature")
     @classmethod
@@ -357,9 +477,11 @@ class JobSpec(_Strict):
     export: list[Literal["onnx", "torchscript"]] = Field(default_factory=list, max_length=2)
     """Formats exported besides ``model.safetensors``."""
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    task: Literal["classification", "embedding"] = "classification"
+    task: Literal["classification", "embedding", "causal_lm"] = "classification"
     """``embedding`` (text only): the student learns its text teacher's sentence embeddings (no labels
-    needed); its metric is the mean cosine to the teacher's embeddings of held-out texts."""
+    needed); its metric is the mean cosine to the teacher's embeddings of held-out texts. ``causal_lm``:
+    a language model learns to complete prompts (JSONL with ``prompt``/``completion`` or ``messages``), from
+    a causal-LM teacher's token distributions or, without a teacher, from the completions."""
 
     @model_validator(mode="after")
     def _rules(self) -> JobSpec:
@@ -409,9 +531,11 @@ class StoredModelConfig(_Strict):
 
     @field_validator("model")
     @classmethod
-    def _not_text(cls, value: MLPConfig | CNNConfig | EncoderConfig) -> MLPConfig | CNNConfig | EncoderConfig:
+    def _not_text(cls, value: object) -> object:
         if isinstance(value, EncoderConfig):
             raise ValueError("encoder models are stored as text models (distill.format 'text-1')")
+        if not isinstance(value, MLPConfig | CNNConfig):
+            raise ValueError("causal language models are stored as Hugging Face archives (model.hf.zip)")
         return value
 
     def layer_names(self) -> list[str]:

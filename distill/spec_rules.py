@@ -9,13 +9,18 @@ alike. Nothing here needs a database or the references' contents (those rules ar
 from __future__ import annotations
 
 from distill.spec import (
+    LM_LOSS_TYPES,
     AttentionLoss,
     BuiltinTeacher,
     EncoderConfig,
     EndpointTeacher,
+    GPT2StudentConfig,
     HintLoss,
     JobSpec,
+    LlamaStudentConfig,
+    PretrainedStudentConfig,
     SpecError,
+    TeacherLayersConfig,
 )
 
 TEXT_LOSSES = ("kd", "ce", "attention")
@@ -27,6 +32,13 @@ UNTAUGHT_TEXT_LAYERS = 6
 def check_spec_rules(spec: JobSpec) -> None:
     """Every rule between the spec's fields (no references resolved); raises :class:`SpecError`."""
     _endpoint_rules(spec)
+    lm_model = isinstance(
+        spec.model, GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig | PretrainedStudentConfig
+    )
+    if spec.task == "causal_lm" or lm_model:
+        _causal_lm_rules(spec)
+        return
+    _no_lm_fields(spec)
     if spec.data.transfer is not None and spec.teacher is None:
         raise SpecError(
             "data.transfer",
@@ -69,6 +81,127 @@ def check_spec_rules(spec: JobSpec) -> None:
             raise SpecError(
                 field, f"{field}: a hint loss matches one teacher's layer; this job has {len(spec.teachers)}"
             )
+
+
+LM_ONLY_DISTILLATION = ("on_policy", "top_k", "full_logits")
+"""``distillation`` fields that only ``causal_lm`` jobs read."""
+
+
+def _no_lm_fields(spec: JobSpec) -> None:
+    """A classification or embedding job names no causal-LM loss or option."""
+    for name in LM_ONLY_DISTILLATION:
+        if name in spec.distillation.model_fields_set:
+            field = f"distillation.{name}"
+            raise SpecError(field, f'{field}: is for task "causal_lm" jobs only; drop {field}')
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if loss.type in LM_LOSS_TYPES and loss.type != "ce":
+            field = f"distillation.losses.{index}.type"
+            raise SpecError(
+                field,
+                f'{field}: the {loss.type} loss compares token distributions; it is for task "causal_lm" '
+                "jobs (use kd for classifiers)",
+            )
+
+
+def _causal_lm_rules(spec: JobSpec) -> None:
+    """A ``causal_lm`` job: a causal-LM student, at most one teacher, token-level losses only, and none of
+    the fields that only classifiers read."""
+    model = spec.model
+    if spec.task != "causal_lm":
+        raise SpecError(
+            "task", f'task: a {model.arch} model is a causal language model; set task "causal_lm"'
+        )
+    if not isinstance(
+        model, GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig | PretrainedStudentConfig
+    ):
+        raise SpecError(
+            "model.arch",
+            f"model.arch: a causal_lm job needs a causal-LM student (gpt2, llama, qwen2, teacher_layers or "
+            f"pretrained), not {model.arch}",
+        )
+    classification_only = {
+        "data.transfer": spec.data.transfer is not None,
+        "data.augment": spec.data.augment is not None,
+        "data.standardize": spec.data.standardize is not None,
+        "baseline": spec.baseline,
+        "export": bool(spec.export),
+    }
+    for field, given in classification_only.items():
+        if given:
+            raise SpecError(
+                field,
+                f"{field}: is a classification job's field; a causal_lm job does not use it: drop {field}",
+            )
+    for name in ("temperature", "alpha"):
+        if getattr(spec.distillation, name) == "auto":
+            field = f"distillation.{name}"
+            raise SpecError(
+                field, f'{field}: "auto" is for classification jobs; give a number for a causal_lm job'
+            )
+    teachers = spec.teachers
+    if len(teachers) > 1 or isinstance(spec.teacher, list):
+        raise SpecError("teacher", "teacher: a causal_lm job takes one teacher (a file or a job), not a list")
+    if teachers and isinstance(teachers[0], BuiltinTeacher):
+        raise SpecError(
+            "teacher.builtin",
+            f"teacher.builtin: {teachers[0].builtin} is a sentence encoder, not a causal language model; "
+            'use {"file": <an uploaded model archive>} or {"job": <a causal_lm job>}',
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        field = f"distillation.losses.{index}.type"
+        if loss.type not in LM_LOSS_TYPES:
+            raise SpecError(
+                field,
+                f"{field}: causal_lm jobs support the {', '.join(LM_LOSS_TYPES)} losses, not {loss.type}",
+            )
+        if loss.type != "ce" and not teachers:
+            raise SpecError(field, f"{field}: the {loss.type} loss needs a teacher; add `teacher`")
+    if not teachers:
+        for name in LM_ONLY_DISTILLATION:
+            if name in spec.distillation.model_fields_set:
+                field = f"distillation.{name}"
+                raise SpecError(
+                    field,
+                    f"{field}: reads a teacher's token distributions; this job has no teacher (it fine-tunes "
+                    f"the student on the completions): add `teacher` or drop {field}",
+                )
+        if isinstance(model, GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig):
+            raise SpecError(
+                "model.arch",
+                f"model.arch: a {model.arch} student takes its teacher's vocabulary and tokenizer, and this "
+                'job has no teacher; start from a model instead ({"arch": "pretrained", "file": ...}) or add '
+                "`teacher`",
+            )
+    if spec.distillation.full_logits and "top_k" in spec.distillation.model_fields_set:
+        raise SpecError(
+            "distillation.top_k",
+            "distillation.top_k: sizes the top-k cache, which full_logits does without; drop one of them",
+        )
+    _lm_shape_rules(model)
+
+
+def _lm_shape_rules(model: object) -> None:
+    if isinstance(model, GPT2StudentConfig) and model.n_embd % model.n_head:
+        raise SpecError(
+            "model.n_head", f"model.n_head: n_embd {model.n_embd} is not a multiple of {model.n_head} heads"
+        )
+    if isinstance(model, LlamaStudentConfig):
+        heads = model.num_attention_heads
+        if model.hidden_size % heads:
+            raise SpecError(
+                "model.num_attention_heads",
+                f"model.num_attention_heads: hidden_size {model.hidden_size} is not a multiple of {heads} "
+                "heads",
+            )
+        kv = model.num_key_value_heads
+        if kv is not None and heads % kv:
+            raise SpecError(
+                "model.num_key_value_heads",
+                f"model.num_key_value_heads: {heads} attention heads are not a multiple of {kv} key-value "
+                "heads",
+            )
+    if isinstance(model, TeacherLayersConfig) and len(set(model.layers)) != len(model.layers):
+        raise SpecError("model.layers", f"model.layers: {model.layers} names a layer twice")
 
 
 def _text_rules(spec: JobSpec, model: EncoderConfig) -> None:
@@ -210,6 +343,27 @@ def _endpoint_rules(spec: JobSpec) -> None:
                 f"{field}: an endpoint teacher teaches causal-LM students by its answers; "
                 'set task "causal_lm"',
             )
+        model = spec.model
+        if not isinstance(model, PretrainedStudentConfig):
+            raise SpecError(
+                "model.arch",
+                f"model.arch: a {model.arch} student takes its teacher's tokenizer, and an endpoint teacher "
+                'shares none; start from a model ({"arch": "pretrained", "file": ...} or "job")',
+            )
+        for index, loss in enumerate(spec.distillation.losses or []):
+            if loss.type != "ce":
+                where = f"distillation.losses.{index}.type"
+                raise SpecError(
+                    where,
+                    f"{where}: an endpoint teacher gives answers, not token distributions; the student "
+                    f"fine-tunes on them (ce), so drop the {loss.type} loss",
+                )
+        for name in LM_ONLY_DISTILLATION:
+            if name in spec.distillation.model_fields_set:
+                where = f"distillation.{name}"
+                raise SpecError(
+                    where, f"{where}: reads a teacher's token distributions, which an endpoint does not give"
+                )
         if ref.endpoint.api_key == REDACTED:
             raise SpecError(
                 f"{field}.api_key",

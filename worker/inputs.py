@@ -17,7 +17,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from distill.datasets import BUILTIN_INFO, ArrayDataset, DatasetError, DatasetInfo, TextDataset
+from distill.datasets import BUILTIN_INFO, ArrayDataset, DatasetError, DatasetInfo, LMDataset, TextDataset
 from distill.datasets.builtins import load_builtin
 from distill.datasets.readers import read_any
 from distill.datasets.split import holdout_split
@@ -187,7 +187,7 @@ class _Found:
     """One data reference: what it is (the plan's view) and, where loaded, its examples."""
 
     info: DatasetInfo
-    dataset: ArrayDataset | TextDataset | None
+    dataset: ArrayDataset | TextDataset | LMDataset | None
     held_out: ArrayDataset | None = None
     """A builtin's official test split."""
 

@@ -46,6 +46,8 @@ from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
+from worker.lm_inputs import LMInputs
+from worker.lm_pipeline import LMPipeline
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
 from worker.text_pipeline import TextPipeline
@@ -183,8 +185,9 @@ class Runner:
         loader: InputLoader,
         lease: JobLease,
         resume: LoopState | None,
-    ) -> Pipeline | TextPipeline:
-        """Load the job's inputs and build its pipeline: text jobs (``encoder`` models) or tabular ones."""
+    ) -> Pipeline | TextPipeline | LMPipeline:
+        """Load the job's inputs and build its pipeline: causal-LM jobs, text jobs (``encoder`` models) or
+        tabular ones."""
         context = JobContext(
             job_id=job.id,
             spec=spec,
@@ -199,6 +202,10 @@ class Runner:
             checkpoint_every=self.settings.checkpoint_every_steps,
             resume=resume,
         )
+        if spec.task == "causal_lm":
+            lm_data, lm_teacher, lm_start = LMInputs(loader, spec).load()
+            lease.write(event=("data loaded", lm_data.summary(0 if lm_teacher is None else 1)))
+            return LMPipeline(context, data=lm_data, teacher=lm_teacher, student_start=lm_start)
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
             teacher = loader.text_teacher(spec)

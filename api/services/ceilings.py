@@ -68,6 +68,8 @@ def student_parameters(session: Session, tenant: Tenant, spec: JobSpec) -> int |
     """The student's parameter count, or None when the training data cannot tell it yet."""
     if isinstance(spec.model, EncoderConfig):
         return encoder_parameters(spec.model)
+    if not isinstance(spec.model, MLPConfig | CNNConfig):
+        return None  # causal-LM students: their vocabulary is the teacher's, known to the worker
     info = _train_info(session, tenant, spec)
     if info is None or info.kind != "tabular" or not info.input_shape:
         return None

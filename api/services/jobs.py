@@ -19,6 +19,7 @@ from distill.datasets import BUILTIN_INFO, DatasetInfo
 from distill.events import append_event
 from distill.ids import new_job_id
 from distill.jobstate import JobStatus
+from distill.lminfo import CausalLMInfo, is_causal_lm_meta
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.queue import enqueue_job
@@ -29,8 +30,10 @@ from distill.spec import (
     BuiltinTeacher,
     DataRef,
     EndpointTeacher,
+    FileTeacher,
     JobSpec,
     JobTeacher,
+    PretrainedStudentConfig,
     SpecError,
     StoredModelConfig,
     TeacherRef,
@@ -83,8 +86,12 @@ def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: 
             )
         if "text_model" in job.result:
             return TextModelInfo.from_meta(job.result["text_model"])
+        if "lm_model" in job.result:
+            return CausalLMInfo.from_meta(job.result["lm_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
     row = _usable_file(session, tenant, teacher.file, "model", field.removesuffix(".file"))
+    if is_causal_lm_meta(row.meta):
+        return CausalLMInfo.from_meta(row.meta)
     if row.meta.get("kind") == "text":
         return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])
@@ -103,7 +110,19 @@ def resolve_references(session: Session, tenant: Tenant, spec: JobSpec) -> Resol
             _teacher_info(session, tenant, ref, spec.teacher_field(index))
             for index, ref in enumerate(spec.teachers)
         ],
+        student=_student_start_info(session, tenant, spec),
     )
+
+
+def _student_start_info(session: Session, tenant: Tenant, spec: JobSpec) -> TeacherInfo | None:
+    """What a ``{"arch": "pretrained"}`` student continues from (a model file or a job's output)."""
+    model = spec.model
+    if not isinstance(model, PretrainedStudentConfig):
+        return None
+    if model.job is not None:
+        return _teacher_info(session, tenant, JobTeacher(job=model.job), "model.job")
+    assert model.file is not None
+    return _teacher_info(session, tenant, FileTeacher(file=model.file), "model.file")
 
 
 def check_references(session: Session, tenant: Tenant, spec: JobSpec) -> Plan:

@@ -22,7 +22,13 @@ describes either kind. Every problem raises :class:`DatasetError` whose message 
 from __future__ import annotations
 
 from distill.datasets.builtins import BUILTIN_INFO, BUILTINS, Builtin, load_builtin
-from distill.datasets.readers import READERS, inspect_dataset, read_dataset, read_text_dataset
+from distill.datasets.readers import (
+    READERS,
+    inspect_dataset,
+    read_dataset,
+    read_lm_dataset,
+    read_text_dataset,
+)
 from distill.datasets.sniff import detect_format
 from distill.datasets.split import holdout_split
 from distill.datasets.types import (
@@ -36,6 +42,7 @@ from distill.datasets.types import (
     DatasetError,
     DatasetInfo,
     DatasetKind,
+    LMDataset,
     TextDataset,
 )
 
@@ -54,11 +61,13 @@ __all__ = [
     "DatasetError",
     "DatasetInfo",
     "DatasetKind",
+    "LMDataset",
     "TextDataset",
     "detect_format",
     "holdout_split",
     "inspect_dataset",
     "load_builtin",
     "read_dataset",
+    "read_lm_dataset",
     "read_text_dataset",
 ]

@@ -1,7 +1,10 @@
 """JSONL datasets (``.jsonl``/``.ndjson``): one JSON object per line, of one kind on every line.
 
 ``{"a": 1.5, "b": 2, "label": 0}`` (numeric fields, as CSV columns), ``{"x": [[0, 1], [2, 3]], "label": 4}``
-(an array input) or ``{"text": "...", "label": 1}`` (a text example). NaN and Infinity are refused.
+(an array input), ``{"text": "...", "label": 1}`` (a text example), or a language-model record
+(``task: "causal_lm"``): ``{"prompt": "...", "completion": "..."}`` (completion optional) or
+``{"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}``.
+NaN and Infinity are refused.
 
 Lines are read one at a time; :func:`inspect` (the API, on an upload) keeps only counts, so its memory
 does not grow with the file.
@@ -25,7 +28,9 @@ from distill.datasets.types import (
     ArrayDataset,
     DatasetError,
     DatasetInfo,
+    LMDataset,
     TextDataset,
+    lm_record_has_completion,
 )
 
 CHUNK_ROWS = 4096
@@ -34,7 +39,9 @@ _JSONL_KINDS = {
     "text": f"a text example (a {TEXT_COLUMN!r} string)",
     "array": f"an array input (an {ARRAY_COLUMN!r} list)",
     "columns": "numeric fields",
+    "lm": 'a language-model record ("prompt"/"completion" or "messages")',
 }
+LM_ROLES = ("system", "user", "assistant")
 
 
 class _JsonConstant(ValueError):
@@ -45,7 +52,7 @@ def _reject_constant(name: str) -> Any:
     raise _JsonConstant(name)
 
 
-def read(path: Path, filename: str) -> ArrayDataset | TextDataset:
+def read(path: Path, filename: str) -> ArrayDataset | TextDataset | LMDataset:
     """Read and validate a JSONL dataset, one line at a time."""
     found = _read(path, filename, keep=True)
     assert not isinstance(found, DatasetInfo)
@@ -59,7 +66,7 @@ def inspect(path: Path, filename: str) -> DatasetInfo:
     return found
 
 
-def _read(path: Path, filename: str, keep: bool) -> ArrayDataset | TextDataset | DatasetInfo:
+def _read(path: Path, filename: str, keep: bool) -> ArrayDataset | TextDataset | LMDataset | DatasetInfo:
     reader = _JsonlReader(filename, keep)
     line_no = 0
     try:
@@ -88,7 +95,9 @@ class _JsonlReader:
         self.keep = keep
         self.examples = 0
         self.top_label = -1
-        self.kind: str | None = None  # "text" | "array" | "columns"
+        self.kind: str | None = None  # "text" | "array" | "columns" | "lm"
+        self.records: list[dict[str, Any]] = []
+        self.completed = 0
         self.first_line = 0
         self.labeled = False
         self.columns: list[str] = []
@@ -104,7 +113,9 @@ class _JsonlReader:
         record = _parse_json_line(line, where)
         label_key = _label_key(record, where)
         kind = (
-            "text"
+            "lm"
+            if "prompt" in record or "messages" in record
+            else "text"
             if TEXT_COLUMN in record
             else "array"
             if isinstance(record.get(ARRAY_COLUMN), list)
@@ -114,7 +125,10 @@ class _JsonlReader:
             self._start(record, kind, label_key, line_no, where)
         elif kind != self.kind:
             raise DatasetError(self._mixed(kind, where))
-        elif (label_key is not None) != self.labeled:
+        if kind == "lm":
+            self._add_lm(record, where)
+            return
+        if (label_key is not None) != self.labeled:
             first = f"line {self.first_line}"
             raise DatasetError(
                 f"{where}: missing 'label' ({first} has one); label every example or none"
@@ -179,6 +193,33 @@ class _JsonlReader:
                 "optional 'label'"
             )
 
+    def _add_lm(self, record: dict[str, Any], where: str) -> None:
+        """A prompt/completion or chat record; the completion is optional (counted in ``completed``)."""
+        if "messages" in record:
+            extra = [key for key in record if key != "messages"]
+            if extra:
+                raise DatasetError(f"{where}: unexpected field(s) {extra}; a chat record has only 'messages'")
+            clean: dict[str, Any] = {"messages": _lm_messages(record["messages"], where)}
+        else:
+            extra = [key for key in record if key not in ("prompt", "completion")]
+            if extra:
+                raise DatasetError(
+                    f"{where}: unexpected field(s) {extra}; a record has 'prompt' and an optional "
+                    "'completion' (or only chat 'messages')"
+                )
+            clean = {"prompt": _lm_text(record["prompt"], where, "prompt"), "completion": None}
+            if record.get("completion") is not None:
+                clean["completion"] = _lm_text(record["completion"], where, "completion")
+        self.examples += 1
+        self.completed += lm_record_has_completion(clean)
+        self.cells += 2
+        if self.examples > types.MAX_CELLS // 2:
+            raise DatasetError(
+                f"{where}: the dataset passes {types.MAX_CELLS // 2:,} records, the most allowed"
+            )
+        if self.keep:
+            self.records.append(clean)
+
     def _add_text(self, record: dict[str, Any], label_key: str | None, where: str) -> None:
         self._extra(record, TEXT_COLUMN, label_key, where)
         text = record[TEXT_COLUMN]
@@ -232,12 +273,16 @@ class _JsonlReader:
             self.rows = []
         return x
 
-    def finish(self) -> ArrayDataset | TextDataset | DatasetInfo:
+    def finish(self) -> ArrayDataset | TextDataset | LMDataset | DatasetInfo:
         if self.kind is None:
             raise DatasetError(
                 f"{self.filename!r}: the JSONL has no examples; write one JSON object per line "
                 '(e.g. {"x": [0.5, 1.0], "label": 2})'
             )
+        if self.kind == "lm":
+            if self.keep:
+                return LMDataset(self.records)
+            return DatasetInfo("jsonl", self.examples, [], None, self.completed == self.examples, kind="lm")
         if not self.keep:
             if self.kind == "columns" and self.rows:
                 self._check_rows()
@@ -260,6 +305,34 @@ class _JsonlReader:
         if self.kind == "array":
             return [int(d) for d in self.shape]
         return [len(self.columns)]
+
+
+def _lm_text(value: Any, where: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise DatasetError(f"{where}: {field!r} must be a string, not {_json_type(value)}")
+    if len(value) > types.MAX_TEXT_CHARS:
+        raise DatasetError(too_long_text(where, len(value)))
+    return value
+
+
+def _lm_messages(value: Any, where: str) -> list[dict[str, str]]:
+    """Chat ``messages``: a non-empty list of ``{"role", "content"}`` with known roles, not ending with
+    a system turn."""
+    if not isinstance(value, list) or not value:
+        raise DatasetError(
+            f'{where}: \'messages\' must be a non-empty list of {{"role": ..., "content": ...}} objects'
+        )
+    messages = []
+    for i, message in enumerate(value):
+        at = f"{where}, messages[{i}]"
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise DatasetError(f'{at}: a message is {{"role": ..., "content": ...}} and nothing else')
+        if message["role"] not in LM_ROLES:
+            raise DatasetError(f"{at}: role {message['role']!r} is not one of {', '.join(LM_ROLES)}")
+        messages.append({"role": message["role"], "content": _lm_text(message["content"], at, "content")})
+    if not any(m["role"] == "user" for m in messages):
+        raise DatasetError(f"{where}: 'messages' has no user turn to use as the prompt")
+    return messages
 
 
 def _parse_json_line(line: str, where: str) -> dict[str, Any]:

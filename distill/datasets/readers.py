@@ -12,9 +12,16 @@ from pathlib import Path
 
 from distill.datasets import csv, jsonl, npz, parquet
 from distill.datasets.sniff import UPLOAD_HINT, detect_format
-from distill.datasets.types import TEXT_COLUMN, ArrayDataset, DatasetError, DatasetInfo, TextDataset
+from distill.datasets.types import (
+    TEXT_COLUMN,
+    ArrayDataset,
+    DatasetError,
+    DatasetInfo,
+    LMDataset,
+    TextDataset,
+)
 
-Reader = Callable[[Path, str], ArrayDataset | TextDataset]
+Reader = Callable[[Path, str], ArrayDataset | TextDataset | LMDataset]
 
 READERS: dict[str, Reader] = {
     "csv": csv.read,
@@ -25,7 +32,7 @@ READERS: dict[str, Reader] = {
 """``format -> reader``: ``reader(path, filename)`` validates the whole file, or raises DatasetError."""
 
 
-def read_any(path: Path, filename: str) -> tuple[ArrayDataset | TextDataset, str]:
+def read_any(path: Path, filename: str) -> tuple[ArrayDataset | TextDataset | LMDataset, str]:
     """The dataset in ``path`` (``filename``: the uploaded name, which may pick the format) and its format."""
     if path.stat().st_size == 0:
         raise DatasetError(f"{filename!r}: the file is empty; {UPLOAD_HINT}")
@@ -40,10 +47,26 @@ def read_dataset(path: Path, filename: str) -> ArrayDataset:
     :func:`read_text_dataset`.
     """
     ds, _ = read_any(path, filename)
+    if isinstance(ds, LMDataset):
+        raise DatasetError(
+            f"{filename!r} holds language-model records (prompt/completion or messages), not numeric inputs; "
+            'use it in a task "causal_lm" job'
+        )
     if isinstance(ds, TextDataset):
         raise DatasetError(
             f"{filename!r} is a text dataset (its examples are strings in {TEXT_COLUMN!r}), not numeric "
             "inputs; use it where text is expected, or upload numeric inputs"
+        )
+    return ds
+
+
+def read_lm_dataset(path: Path, filename: str) -> LMDataset:
+    """Read and validate a language-model dataset (JSONL with prompt/completion or chat messages)."""
+    ds, _ = read_any(path, filename)
+    if not isinstance(ds, LMDataset):
+        raise DatasetError(
+            f'{filename!r} is not a language-model dataset; write JSONL lines with "prompt" and '
+            '"completion" (or chat "messages")'
         )
     return ds
 

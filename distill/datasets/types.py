@@ -11,8 +11,8 @@ from typing import Any, Literal
 import numpy as np
 
 FORMATS = ("csv", "npz", "parquet", "jsonl")
-KINDS = ("tabular", "text")
-DatasetKind = Literal["tabular", "text"]
+KINDS = ("tabular", "text", "lm")
+DatasetKind = Literal["tabular", "text", "lm"]
 LABEL_COLUMN = "label"
 ARRAY_COLUMN = "x"
 TEXT_COLUMN = "text"
@@ -85,11 +85,51 @@ class TextDataset:
 
 
 @dataclass
+class LMDataset:
+    """Language-model records (``task: "causal_lm"``): each ``{"prompt": str, "completion": str | None}``
+    or ``{"messages": [{"role": ..., "content": ...}, ...]}`` (the last assistant turn is the completion)."""
+
+    records: list[dict[str, Any]]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def input_shape(self) -> list[int]:
+        return []
+
+    @property
+    def num_classes(self) -> int | None:
+        return None
+
+    @property
+    def y(self) -> None:
+        return None
+
+    @property
+    def has_completions(self) -> bool:
+        """Every record has a completion to train on."""
+        return all(lm_record_has_completion(r) for r in self.records)
+
+    def subset(self, indices: np.ndarray) -> LMDataset:
+        return LMDataset([self.records[int(i)] for i in np.asarray(indices).reshape(-1)])
+
+
+def lm_record_has_completion(record: dict[str, Any]) -> bool:
+    """A prompt/completion record with a completion, or chat messages ending with an assistant turn."""
+    if "messages" in record:
+        messages = record["messages"]
+        return bool(messages) and messages[-1].get("role") == "assistant"
+    return record.get("completion") is not None
+
+
+@dataclass
 class DatasetInfo:
     """What the API records about a dataset (``files.meta``) and checks job specs against.
 
-    ``kind`` is ``"tabular"`` (numeric inputs of shape ``input_shape``) or ``"text"`` (``input_shape`` is
-    ``[]``); metadata recorded before ``kind`` existed reads as ``"tabular"``.
+    ``kind`` is ``"tabular"`` (numeric inputs of shape ``input_shape``), ``"text"`` (``input_shape`` is
+    ``[]``) or ``"lm"`` (prompt/completion or chat records; ``has_labels``: every record has a completion);
+    metadata recorded before ``kind`` existed reads as ``"tabular"``.
     """
 
     format: str
@@ -122,13 +162,15 @@ class DatasetInfo:
                 input_shape=[int(d) for d in meta["input_shape"]],
                 num_classes=None if num_classes is None else int(num_classes),
                 has_labels=bool(meta["has_labels"]),
-                kind="text" if kind == "text" else "tabular",
+                kind="text" if kind == "text" else "lm" if kind == "lm" else "tabular",
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DatasetError(f"dataset metadata is incomplete or invalid ({exc!r}): {meta!r}") from exc
 
     @classmethod
-    def of(cls, ds: ArrayDataset | TextDataset, format: str) -> DatasetInfo:
+    def of(cls, ds: ArrayDataset | TextDataset | LMDataset, format: str) -> DatasetInfo:
+        if isinstance(ds, LMDataset):
+            return cls(format, len(ds), [], None, ds.has_completions, kind="lm")
         return cls(
             format=format,
             examples=len(ds),

@@ -118,6 +118,11 @@ class Loop:
     """Puts the trained parts in train mode at each epoch's start (default: ``model.train()``)."""
     extra: nn.Module | None = None
     """Other trained parameters to checkpoint with the model (the objective's projections)."""
+    weight: Callable[[torch.Tensor], float] | None = None
+    """What a batch's loss is a mean over, for a batch of pool indices (the completion tokens of a causal
+    LM's examples). Given, the losses of an accumulation group are weighted by their batch's share of the
+    group's total (``loss * weight(batch) / weight(group)``), so accumulated gradients are exactly one big
+    batch's; None: each batch of a group counts the same (``loss / group``)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
@@ -200,7 +205,12 @@ def fit(
             loss, values = loop.step(idx)
             if index_in_epoch % loop.accumulate == 0:
                 loop.optimizer.zero_grad(set_to_none=True)
-            (loss / group if group > 1 else loss).backward()
+            if loop.weight is not None and group > 1:
+                members = [order[g * bs : (g + 1) * bs] for g in range(group_start, group_start + group)]
+                total = sum(loop.weight(m) for m in members)
+                (loss * (loop.weight(idx) / total if total > 0 else 0.0)).backward()
+            else:
+                (loss / group if group > 1 else loss).backward()
             totals.add_(values.to(totals.device), alpha=len(idx))
             if (index_in_epoch + 1 - group_start) < group:
                 continue

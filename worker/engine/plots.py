@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 VALIDATION_METRICS = {
     "val_accuracy": "validation accuracy",
     "val_cosine": "validation cosine to the teacher",
+    "val_token_accuracy": "validation token accuracy (completion tokens)",
 }
 """The metrics panel 2 can show, in order of preference, with their axis labels."""
 
