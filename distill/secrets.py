@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from distill.jobstate import JobStatus
-from distill.spec import EndpointTeacher, JobSpec
+from distill.spec import EndpointTeacher, JobSpec, SpecError
 from distill.spec_rules import REDACTED
 from distill.tables import Job, JobSecret
 
@@ -25,9 +25,16 @@ ENDED = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 def split_secrets(spec: JobSpec) -> tuple[dict[str, Any], dict[str, str]]:
-    """The spec as it is stored (each secret replaced by ``"***"``) and the secrets by their place."""
+    """The spec as it is stored (each secret replaced by ``"***"``) and the secrets by their place. A key
+    that is the placeholder itself (a stored spec sent again) raises :class:`SpecError`."""
     stored = spec.model_dump(mode="json")
     secrets: dict[str, str] = {}
+    if isinstance(spec.teacher, EndpointTeacher) and spec.teacher.endpoint.api_key == REDACTED:
+        raise SpecError(
+            ENDPOINT_API_KEY,
+            f"{ENDPOINT_API_KEY}: {REDACTED!r} is the placeholder a stored job shows; give the real key "
+            "(or leave api_key out for a server that needs none)",
+        )
     if isinstance(spec.teacher, EndpointTeacher) and spec.teacher.endpoint.api_key is not None:
         secrets[ENDPOINT_API_KEY] = spec.teacher.endpoint.api_key
         stored = copy.deepcopy(stored)

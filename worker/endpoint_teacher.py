@@ -37,6 +37,7 @@ from tenacity import (
 
 from distill.spec import EndpointSettings
 from distill.storage import ObjectStore, checkpoints_prefix
+from worker.lm_inputs import LoadedLMData
 
 log = logging.getLogger(__name__)
 
@@ -472,3 +473,54 @@ def gather_answers(
     )
     records_out = training_records(prompts, got.answers, with_reasoning=settings.train_on_reasoning)
     return Gathered(records=records_out, artifact=answers_jsonl(prompts, got.answers), summary=summary)
+
+
+def taught_data(
+    data: LoadedLMData,
+    settings: EndpointSettings,
+    api_key: str | None,
+    answers: AnswerLog,
+    *,
+    event: Callable[[str, dict[str, Any]], None],
+    should_stop: Callable[[], bool],
+    stopped: Callable[[], BaseException],
+) -> tuple[LoadedLMData, Gathered]:
+    """A black-box ``causal_lm`` job's data: every training record's completion is the teacher's answer
+    (with its reasoning per ``train_on_reasoning``); validation and test records keep a reference
+    completion where they have one, and get the teacher's answer where they do not (the student is then
+    measured against its teacher). ``teacher_answers.jsonl`` covers every prompt asked."""
+    from distill.datasets import LMDataset
+    from distill.datasets.types import lm_record_has_completion
+
+    held = [data.validation] + ([data.test] if data.test is not None else [])
+    asked = list(data.train.records)
+    for split in held:
+        asked += [r for r in split.records if not lm_record_has_completion(r)]
+    gathered = gather_answers(
+        asked, settings, api_key, answers, event=event, should_stop=should_stop, stopped=stopped
+    )
+    taught = iter(gathered.records)
+    train = LMDataset([next(taught) for _ in data.train.records])
+
+    def complete(split: LMDataset) -> LMDataset:
+        return LMDataset([r if lm_record_has_completion(r) else next(taught) for r in split.records])
+
+    validation = complete(data.validation)
+    test = None if data.test is None else complete(data.test)
+    return LoadedLMData(train=train, validation=validation, test=test, splits=dict(data.splits)), gathered
+
+
+class BlackBoxPipeline:
+    """The teacher-less causal-LM pipeline on the teacher's answers, plus ``teacher_answers.jsonl`` and
+    the collection's figures (``result.teacher_answers``)."""
+
+    def __init__(self, inner: Any, gathered: Gathered) -> None:
+        self.inner = inner
+        self.gathered = gathered
+
+    def run(self, started: float) -> Any:
+        outcome = self.inner.run(started)
+        if not outcome.stopped:
+            outcome.artifacts[ANSWERS_ARTIFACT] = self.gathered.artifact
+            outcome.result["teacher_answers"] = self.gathered.summary
+        return outcome

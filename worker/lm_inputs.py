@@ -17,9 +17,10 @@ from sqlalchemy import select
 from distill.datasets import DatasetError, DatasetInfo, LMDataset
 from distill.datasets.readers import read_any
 from distill.lminfo import CausalLMInfo
-from distill.plan import Resolved, plan
+from distill.plan import Resolved, TeacherInfo, plan
 from distill.spec import (
     DataRef,
+    EndpointTeacher,
     FileData,
     FileTeacher,
     JobSpec,
@@ -104,7 +105,7 @@ class LMInputs:
             train=DatasetInfo.of(train, "jsonl"),
             validation=None if validation is None else DatasetInfo.of(validation, "jsonl"),
             test=None if test is None else DatasetInfo.of(test, "jsonl"),
-            teachers=[] if teacher is None else [teacher.info],
+            teachers=self._endpoint() or ([] if teacher is None else [teacher.info]),
             student=None if student is None else student.info,
         )
         try:
@@ -149,8 +150,13 @@ class LMInputs:
             )
         return ds
 
+    def _endpoint(self) -> list[TeacherInfo]:
+        """An endpoint teacher's settings (it has no model to load: ``worker.endpoint_teacher``)."""
+        ref = self.spec.teacher
+        return [ref.endpoint] if isinstance(ref, EndpointTeacher) else []
+
     def _teacher(self) -> LoadedLM | None:
-        if not self.spec.teachers:
+        if not self.spec.teachers or self._endpoint():
             return None
         ref = self.spec.teachers[0]
         where = self.spec.teacher_field(0)

@@ -35,18 +35,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from distill import lifecycle
 from distill.db import is_transient
 from distill.events import append_event
-from distill.secrets import delete_secrets
+from distill.secrets import ENDPOINT_API_KEY, delete_secrets, load_secrets
 from distill.settings import Settings
-from distill.spec import JobSpec
+from distill.spec import EndpointTeacher, JobSpec
 from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
 from distill.tables import Artifact, Job
 from worker.checkpoints import Checkpointer, resume_from
+from worker.endpoint_teacher import AnswerLog, BlackBoxPipeline, EndpointFailure, taught_data
 from worker.engine.device import resolve_device
 from worker.engine.loop import LoopState
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
-from worker.lm_inputs import LMInputs
+from worker.lm_inputs import LMInputs, LoadedLM, LoadedLMData
 from worker.lm_pipeline import LMPipeline
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
@@ -185,7 +186,7 @@ class Runner:
         loader: InputLoader,
         lease: JobLease,
         resume: LoopState | None,
-    ) -> Pipeline | TextPipeline | LMPipeline:
+    ) -> Pipeline | TextPipeline | LMPipeline | BlackBoxPipeline:
         """Load the job's inputs and build its pipeline: causal-LM jobs, text jobs (``encoder`` models) or
         tabular ones."""
         context = JobContext(
@@ -205,6 +206,8 @@ class Runner:
         if spec.task == "causal_lm":
             lm_data, lm_teacher, lm_start = LMInputs(loader, spec).load()
             lease.write(event=("data loaded", lm_data.summary(0 if lm_teacher is None else 1)))
+            if isinstance(spec.teacher, EndpointTeacher):  # black-box: the teacher's answers are the data
+                return self._black_box(job, spec, context, lease, lm_data, lm_start)
             return LMPipeline(context, data=lm_data, teacher=lm_teacher, student_start=lm_start)
         if spec.model.arch == "encoder":
             text = loader.text_data(spec)
@@ -215,6 +218,35 @@ class Runner:
         teachers = loader.teachers(spec, data)
         lease.write(event=("data loaded", data.summary(len(teachers))))
         return Pipeline(context, data=data, teachers=teachers)
+
+    def _black_box(
+        self,
+        job: Job,
+        spec: JobSpec,
+        context: JobContext,
+        lease: JobLease,
+        data: LoadedLMData,
+        start: LoadedLM | None,
+    ) -> BlackBoxPipeline:
+        """Collect the endpoint teacher's answers (resuming an earlier attempt's), then fine-tune the
+        student on them through the teacher-less causal-LM pipeline."""
+        assert isinstance(spec.teacher, EndpointTeacher)
+        secrets = self._retrying(f"secrets {job.id}", lambda session: load_secrets(session, job.id))
+        callbacks = TrainingCallbacks(lease, report=False)
+        try:
+            taught, gathered = taught_data(
+                data,
+                spec.teacher.endpoint,
+                secrets.get(ENDPOINT_API_KEY),
+                AnswerLog(self.store, job.tenant_id, job.id),
+                event=context.event,
+                should_stop=callbacks.should_stop,
+                stopped=Stopped,
+            )
+        except EndpointFailure as failure:
+            raise JobFailure("teacher_endpoint_failed", failure.message) from None
+        inner = LMPipeline(context, data=taught, teacher=None, student_start=start)
+        return BlackBoxPipeline(inner, gathered)
 
     # -- database access: retried with backoff --------------------------------------------------------
 

@@ -151,7 +151,10 @@ def create_job(
     if settings is not None:
         check_queue(spec, settings.queues, settings.queue_name)
     check_references(session, tenant, spec)
-    stored, secrets = split_secrets(spec)  # an endpoint's API key goes to job_secrets, never into the spec
+    try:  # an endpoint's API key goes to job_secrets, never into the stored spec
+        stored, secrets = split_secrets(spec)
+    except SpecError as exc:
+        raise Invalid(exc.message, field=exc.field) from exc
     job = Job(
         id=new_job_id(),
         tenant_id=tenant.id,
