@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from distill.datasets import DatasetInfo
+from distill.hfarchive import HFModelInfo
 from distill.lminfo import CausalLMInfo
 from distill.modelfile import TextModelInfo
 from distill.spec import (
@@ -30,10 +31,12 @@ from distill.spec import (
 )
 from distill.spec_rules import check_layer_map
 
-TeacherInfo = StoredModelConfig | TextModelInfo | CausalLMInfo | EndpointSettings
+TeacherInfo = StoredModelConfig | TextModelInfo | HFModelInfo | CausalLMInfo | EndpointSettings
 """What a teacher reference resolved to: a tabular model's config, a text model's description (the
-builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`), a causal
-language model's, or an endpoint's settings (a served teacher known only by its answers)."""
+builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`), a Hugging Face
+model archive's (:class:`distill.hfarchive.HFModelInfo`), a causal language model's (a causal_lm job's
+output, or an archive's described as :class:`distill.lminfo.CausalLMInfo`), or an endpoint's settings (a
+served teacher known only by its answers)."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def _tabular_teachers(
     configs = []
     for index, info in enumerate(teachers):
         where = spec.teacher_field(index)
-        if isinstance(info, TextModelInfo):
+        if isinstance(info, TextModelInfo | HFModelInfo):
             raise SpecError(
                 where,
                 f"{where}: the teacher is a text model; it teaches encoder students on text datasets "
@@ -232,6 +235,9 @@ def _text_plan(spec: JobSpec, model: EncoderConfig, resolved: Resolved) -> Plan:
 
 def _text_teacher(spec: JobSpec, model: EncoderConfig, info: TeacherInfo, num_classes: int | None) -> None:
     where = spec.teacher_field(0)
+    if isinstance(info, HFModelInfo):
+        _hf_text_teacher(spec, model, info, num_classes, where)
+        return
     if not isinstance(info, TextModelInfo) or not info.has_tokenizer:
         raise SpecError(
             where,
@@ -292,7 +298,7 @@ def _lm_plan(spec: JobSpec, resolved: Resolved) -> Plan:
         )
     teacher: CausalLMInfo | None = None
     if resolved.teachers:
-        info = resolved.teachers[0]
+        info = _as_causal_lm(resolved.teachers[0])
         where = spec.teacher_field(0)
         if isinstance(info, EndpointSettings):
             pass  # known only by its answers: no tokenizer to compare (the spec's rules)
@@ -313,12 +319,19 @@ def _lm_plan(spec: JobSpec, resolved: Resolved) -> Plan:
                 f"{bad} do not exist",
             )
     if isinstance(model, PretrainedStudentConfig):
-        student = resolved.student
+        student = None if resolved.student is None else _as_causal_lm(resolved.student)
         where = "model.file" if model.file is not None else "model.job"
         if not isinstance(student, CausalLMInfo):
             raise SpecError(where, f"{where}: the student to continue from is not a causal language model")
         _same_tokenizer(spec, teacher, student, where)
     return Plan(kind="lm", num_classes=None, input_shape=[], student=None)
+
+
+def _as_causal_lm(info: TeacherInfo) -> TeacherInfo:
+    """An uploaded Hugging Face causal LM's description as a :class:`CausalLMInfo` (others unchanged)."""
+    if isinstance(info, HFModelInfo) and info.kind == "causal_lm":
+        return CausalLMInfo.from_meta(info.to_meta())
+    return info
 
 
 def _same_tokenizer(spec: JobSpec, teacher: CausalLMInfo | None, student: CausalLMInfo, where: str) -> None:
@@ -345,4 +358,52 @@ def _same_tokenizer(spec: JobSpec, teacher: CausalLMInfo | None, student: Causal
             f"{teacher_name}: {teacher.architecture}, vocabulary {teacher.vocab_size}, tokenizer "
             f"{str(teacher.tokenizer_sha256)[:12]}) have different tokenizers; token-level distillation "
             "needs one tokenizer: pick a student that shares the teacher's",
+        )
+
+
+def _hf_text_teacher(
+    spec: JobSpec, model: EncoderConfig, info: HFModelInfo, num_classes: int | None, where: str
+) -> None:
+    """A Hugging Face sequence classifier teaching a text classification job: its labels must be the data's
+    classes; its student is a ``BertForSequenceClassification`` over the teacher's tokenizer, so only the
+    logit losses apply, layers are copied from a BERT teacher only, and the student comes out as an HF
+    archive (no ONNX/TorchScript export)."""
+    if info.kind != "sequence_classification":
+        raise SpecError(
+            where,
+            f"{where}: the teacher is a causal language model ({info.architecture}); a text classification "
+            "job needs a sequence classifier (AutoModelForSequenceClassification)",
+        )
+    if spec.task != "classification":
+        raise SpecError(
+            "task",
+            f"task: a Hugging Face sequence classifier ({info.architecture}) teaches classification jobs, "
+            f"not {spec.task!r}",
+        )
+    if info.num_labels != num_classes:
+        named = f" ({', '.join(info.labels)})" if info.labels else ""
+        raise SpecError(
+            where,
+            f"{where}: the teacher predicts {info.num_labels} labels{named} but the data has {num_classes} "
+            "classes",
+        )
+    if model.init == "teacher" and info.model_type != "bert":
+        raise SpecError(
+            "model.init",
+            f'model.init: "teacher" copies a BERT teacher\'s layers, but this teacher is a {info.model_type} '
+            'model; use "random"',
+        )
+    for index, loss in enumerate(spec.distillation.losses or []):
+        if isinstance(loss, AttentionLoss | HintLoss):
+            field = f"distillation.losses.{index}"
+            raise SpecError(
+                field,
+                f"{field}: a Hugging Face teacher teaches through its logits (kd, ce); {loss.type} is not "
+                "available",
+            )
+    if spec.export:
+        raise SpecError(
+            "export",
+            "export: the student of a Hugging Face teacher is stored as model.hf.zip (transformers "
+            "from_pretrained); ONNX and TorchScript exports are not available for it",
         )

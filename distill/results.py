@@ -56,6 +56,9 @@ class JobResult(_Open):
     """Tabular jobs: the student's ``StoredModelConfig`` (JSON key ``model_config``)."""
     text_model: dict[str, Any] | None = None
     """Text jobs: what the student's text model file holds (kind, task, layers...)."""
+    hf_model: dict[str, Any] | None = None
+    """A student stored as a Hugging Face archive (``model.hf.zip``): its ``HFModelInfo`` metadata, as an
+    uploaded archive's (``format: "hf"``, kind, architecture, parameters, tokenizer...)."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON for the job row: exactly the keys given (those that do not apply are absent)."""

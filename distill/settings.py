@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     anything is inflated, so a small zip bomb answers 422 at once). The default matches
     ``max_upload_bytes``: an NPZ may hold no more than an uncompressed upload could."""
 
+    # ---- Hugging Face model archives (helper hfin: issue 8, items 1 and 6) ----
+    max_archive_files: int = Field(default=64, ge=1, le=10_000)
+    """The most files a model archive (zip, tar, tar.gz) may hold."""
+    max_archive_bytes: int = Field(default=4 * 1024**3, ge=1)
+    """The most bytes a model archive's files may add up to, uncompressed (checked from the archive's headers
+    before anything is extracted, and again while extracting)."""
+
     @model_validator(mode="after")
     def _embedded_defaults(self) -> Settings:
         self.home = self.home.expanduser().resolve()

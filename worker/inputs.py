@@ -21,6 +21,14 @@ from distill.datasets import BUILTIN_INFO, ArrayDataset, DatasetError, DatasetIn
 from distill.datasets.builtins import load_builtin
 from distill.datasets.readers import read_any
 from distill.datasets.split import holdout_split
+from distill.hfarchive import (
+    HF_ARCHIVE_ARTIFACT,
+    ArchiveError,
+    HFModelInfo,
+    extract_archive,
+    inspect_model_dir,
+    is_hf_meta,
+)
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, ModelFileError, inspect_any_model_file
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.spec import (
@@ -76,6 +84,19 @@ class LoadedTeacher:
     """Where the teacher sits in the spec (``teacher.job``, ``teacher.1.file``…), for error messages."""
 
 
+@dataclass
+class LoadedHFModel:
+    """A Hugging Face model archive, extracted (see :meth:`InputLoader.hf_model_source`)."""
+
+    folder: Path
+    info: HFModelInfo
+    sha256: str
+    """The archive's sha256 (an uploaded file's, or the job artifact's)."""
+    name: str
+    """Where it came from (``file_…`` or ``job_…``)."""
+    field: str
+
+
 TEXT_HOLDOUT_FRACTION = 0.2
 TEXT_HOLDOUT_SEED = 0
 
@@ -123,6 +144,8 @@ class LoadedTextTeacher:
     name: str
     """Where it came from (``all-minilm-l6-v2``, ``job_…``, ``file_…``): recorded in the student's file."""
     field: str
+    hf: HFModelInfo | None = None
+    """A Hugging Face sequence classifier (``model`` is then a ``worker.engine.hf.HFTextClassifier``)."""
 
 
 def text_holdout_split(ds: TextDataset) -> tuple[TextDataset, TextDataset]:
@@ -204,12 +227,17 @@ class InputLoader:
         cache_dir: Path,
         tenant_id: str,
         workdir: Path,
+        max_archive_bytes: int = 4 * 1024**3,
+        max_archive_files: int = 64,
     ) -> None:
         self.sessions = sessions
         self.store = store
         self.cache_dir = cache_dir
         self.tenant_id = tenant_id
         self.workdir = workdir
+        self.max_archive_bytes = max_archive_bytes
+        self.max_archive_files = max_archive_files
+        self._hf_models: dict[tuple[str, str], LoadedHFModel] = {}
         self._teacher_files: dict[int, tuple[Path, str, str]] = {}
         """Fetched teacher files by index in ``spec.teachers``: ``(path, sha256, name)``."""
 
@@ -339,6 +367,8 @@ class InputLoader:
         if isinstance(ref, BuiltinTeacher):
             encoder, tokenizer = load_builtin_text_teacher(ref.builtin)
             return LoadedTextTeacher(encoder, tokenizer, f"builtin:{ref.builtin}", ref.builtin, field)
+        if self._is_hf(ref, field):
+            return self._hf_text_teacher(ref, field)
         path, sha256, name = self._teacher_file(spec, 0)
         try:
             model, tokenizer, _ = load_text_model(path)
@@ -382,6 +412,8 @@ class InputLoader:
         ref = spec.teachers[index]
         if isinstance(ref, BuiltinTeacher):
             return BUILTIN_TEXT_TEACHERS[ref.builtin]
+        if self._is_hf(ref, spec.teacher_field(index)):
+            return self.hf_model(ref, spec.teacher_field(index))[1]
         path, _, _ = self._teacher_file(spec, index)
         try:
             return inspect_any_model_file(path)[0]
@@ -399,6 +431,89 @@ class InputLoader:
             )
         if row is None:
             raise JobFailure("missing_input", f"{field}: job {job_id} has no model.safetensors artifact")
+        return row.storage_key, row.sha256
+
+    # -- Hugging Face models ------------------------------------------------------------------------
+
+    def hf_model(self, ref: object, field: str) -> tuple[Path, HFModelInfo]:
+        """An HF model archive named by ``ref`` (anything with ``file``: an uploaded archive, or ``job``: that
+        job's :data:`~distill.hfarchive.HF_ARCHIVE_ARTIFACT`), fetched and extracted once into the job's
+        working folder: ``(folder, info)``. ``field`` names ``ref`` in the spec, for error messages."""
+        found = self.hf_model_source(ref, field)
+        return found.folder, found.info
+
+    def hf_model_source(self, ref: object, field: str) -> LoadedHFModel:
+        """:meth:`hf_model`, with the archive's sha256 (keys a teacher-output cache) and its origin."""
+        file_id, job_id = getattr(ref, "file", None), getattr(ref, "job", None)
+        if isinstance(file_id, str):
+            memo: tuple[str, str] = ("file", file_id)
+        elif isinstance(job_id, str):
+            memo = ("job", job_id)
+        else:
+            raise JobFailure("invalid_spec", f"{field}: name an uploaded model archive (file) or a job (job)")
+        if memo in self._hf_models:
+            return self._hf_models[memo]
+        if memo[0] == "file":
+            row = self._file(memo[1], f"{field}.file", "model")
+            if not is_hf_meta(row.meta):
+                raise JobFailure(
+                    "invalid_model",
+                    f"{field}.file: file {row.id} is not a Hugging Face model archive (upload a zip or "
+                    "tar of the folder save_pretrained writes)",
+                )
+            key, sha256, name = row.storage_key, row.sha256, row.id
+        else:
+            key, sha256 = self._job_artifact(memo[1], HF_ARCHIVE_ARTIFACT, f"{field}.job")
+            name = memo[1]
+        base = self.workdir / f"hf-{memo[0]}-{memo[1]}"
+        archive = self._fetch(key, self.workdir / f"hf-{memo[0]}-{memo[1]}.archive", field)
+        try:
+            folder = extract_archive(
+                archive, base, max_bytes=self.max_archive_bytes, max_files=self.max_archive_files
+            )
+            info = inspect_model_dir(folder)
+        except ArchiveError as exc:
+            raise JobFailure("invalid_model", f"{field}: {exc}") from exc
+        finally:
+            archive.unlink(missing_ok=True)
+        found = LoadedHFModel(folder=folder, info=info, sha256=sha256, name=name, field=field)
+        self._hf_models[memo] = found
+        return found
+
+    def _is_hf(self, ref: object, field: str) -> bool:
+        """Whether a file or job reference names a Hugging Face model archive (an uploaded archive, or a job
+        whose student is one)."""
+        if isinstance(ref, FileTeacher):
+            return is_hf_meta(self._file(ref.file, field, "model").meta)
+        if isinstance(ref, JobTeacher):
+            with self.sessions() as session:
+                job = session.scalar(select(Job).where(Job.id == ref.job, Job.tenant_id == self.tenant_id))
+            return job is not None and is_hf_meta((job.result or {}).get("hf_model"))
+        return False
+
+    def _hf_text_teacher(self, ref: object, field: str) -> LoadedTextTeacher:
+        """An HF sequence classifier teacher of a text job, behind the text engine's classifier interface."""
+        from worker.engine.hf import HFModelError, HFTextClassifier, load_sequence_classifier
+
+        found = self.hf_model_source(ref, field)
+        try:
+            model, tokenizer = load_sequence_classifier(found.folder, torch.device("cpu"))
+        except (HFModelError, ArchiveError) as exc:
+            raise JobFailure("invalid_model", f"{field}: {exc}") from exc
+        return LoadedTextTeacher(
+            HFTextClassifier(model), tokenizer, found.sha256, found.name, field, hf=found.info
+        )
+
+    def _job_artifact(self, job_id: str, name: str, field: str) -> tuple[str, str]:
+        """The storage key and sha256 of artifact ``name`` of the tenant's job ``job_id``."""
+        with self.sessions() as session:
+            row = session.scalar(
+                select(Artifact)
+                .join(Job, Job.id == Artifact.job_id)
+                .where(Job.id == job_id, Job.tenant_id == self.tenant_id, Artifact.name == name)
+            )
+        if row is None:
+            raise JobFailure("missing_input", f"{field}: job {job_id} has no {name} artifact")
         return row.storage_key, row.sha256
 
     # -- plumbing ------------------------------------------------------------------------------------

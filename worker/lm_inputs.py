@@ -12,24 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+import torch
 
 from distill.datasets import DatasetError, DatasetInfo, LMDataset
 from distill.datasets.readers import read_any
 from distill.lminfo import CausalLMInfo
 from distill.plan import Resolved, TeacherInfo, plan
-from distill.spec import (
-    DataRef,
-    EndpointTeacher,
-    FileData,
-    FileTeacher,
-    JobSpec,
-    JobTeacher,
-    PretrainedStudentConfig,
-    SpecError,
-)
-from distill.tables import Artifact, Job
-from worker.engine.lm import HF_ARCHIVE, LMError, describe, load_lm, tokenizer_sha256, unpack
+from distill.spec import DataRef, EndpointTeacher, FileData, JobSpec, PretrainedStudentConfig, SpecError
+from worker.engine.lm import describe
 from worker.failures import JobFailure
 from worker.inputs import InputLoader
 
@@ -158,49 +148,34 @@ class LMInputs:
     def _teacher(self) -> LoadedLM | None:
         if not self.spec.teachers or self._endpoint():
             return None
-        ref = self.spec.teachers[0]
-        where = self.spec.teacher_field(0)
-        if isinstance(ref, JobTeacher):
-            return self._model_of_job(ref.job, where, "teacher")
-        assert isinstance(ref, FileTeacher)
-        return self._model_of_file(ref.file, where, "teacher")
+        return self._model(self.spec.teachers[0], self.spec.teacher_field(0))
 
     def _student_start(self) -> LoadedLM | None:
         model = self.spec.model
         if not isinstance(model, PretrainedStudentConfig):
             return None
-        if model.job is not None:
-            return self._model_of_job(model.job, "model.job", "student")
-        assert model.file is not None
-        return self._model_of_file(model.file, "model.file", "student")
+        return self._model(model, "model.job" if model.job is not None else "model.file")
 
-    def _model_of_job(self, job_id: str, where: str, role: str) -> LoadedLM:
-        with self.loader.sessions() as session:
-            row = session.scalar(
-                select(Artifact)
-                .join(Job, Job.id == Artifact.job_id)
-                .where(Job.id == job_id, Job.tenant_id == self.loader.tenant_id, Artifact.name == HF_ARCHIVE)
-            )
-        if row is None:
+    def _model(self, ref: object, where: str) -> LoadedLM:
+        """A causal LM archive (an uploaded file, or a job's ``model.hf.zip``), fetched, extracted and
+        loaded by the loader's Hugging Face path (:meth:`InputLoader.hf_model_source`)."""
+        from distill.hfarchive import ArchiveError
+        from worker.engine.hf import HFModelError, load_causal_lm
+
+        found = self.loader.hf_model_source(ref, where.removesuffix(".job").removesuffix(".file"))
+        if found.info.kind != "causal_lm":
             raise JobFailure(
-                "missing_input", f"{where}: job {job_id} has no {HF_ARCHIVE} artifact (not a causal_lm job?)"
+                "invalid_model",
+                f"{where}: {found.name} is a {found.info.kind.replace('_', ' ')} "
+                f"({found.info.architecture}), not a causal language model",
             )
-        return self._load(row.storage_key, row.sha256, job_id, where, role)
-
-    def _model_of_file(self, file_id: str, where: str, role: str) -> LoadedLM:
-        row = self.loader._file(file_id, where, "model")
-        return self._load(row.storage_key, row.sha256, file_id, where, role)
-
-    def _load(self, key: str, sha256: str, name: str, where: str, role: str) -> LoadedLM:
-        archive = self.loader._fetch(key, self.loader.workdir / f"{role}-{name}.archive", where)
-        folder = self.loader.workdir / f"{role}-{name}"
-        folder.mkdir(parents=True, exist_ok=True)
         try:
-            root = unpack(archive, folder)
-            model, tokenizer = load_lm(root)
-        except LMError as exc:
+            model, tokenizer = load_causal_lm(found.folder, torch.device("cpu"))
+        except (HFModelError, ArchiveError) as exc:
             raise JobFailure("invalid_model", f"{where}: {exc}") from exc
-        return LoadedLM(model, tokenizer, sha256, name, where, describe(model, tokenizer_sha256(root)))
+        return LoadedLM(
+            model, tokenizer, found.sha256, found.name, where, describe(model, found.info.tokenizer_sha256)
+        )
 
 
 def lm_data_from_records(

@@ -21,6 +21,7 @@ import logging
 import platform
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -130,12 +131,14 @@ class LMPipeline(BasePipeline):
             student, self.teacher.info.tokenizer_sha256 if self.teacher else self._start_tokenizer()
         )
         card = self._card(info, figures, teacher_figures)
-        archive = save_archive(student, self.tokenizer, card=card)
+        archive, hf_info = save_archive(student, self.tokenizer, card=card)
+        info = replace(info, tokenizer_sha256=hf_info.tokenizer_sha256)
         if cache_info is not None:
             epochs = self.spec.training.epochs
             passes_saved = epochs if cache_info["hit"] else epochs - 1
             cache_info["teacher_compute_skipped"] = round(passes_saved / epochs, 6) if epochs else 0.0
         result = self._result(info, figures, teacher_figures, cache_info, len(archive))
+        result["hf_model"] = hf_info.to_meta()
         report: dict[str, Any] = {
             "version": 1,
             "job_id": self.job_id,
@@ -459,33 +462,46 @@ class LMPipeline(BasePipeline):
         return JobResult.model_validate(_finite(result)).to_json()
 
     def _card(self, info: CausalLMInfo, figures: dict[str, Any], teacher: dict[str, Any] | None) -> str:
+        """The model card (README.md of the archive): :func:`distill.hfarchive.model_card`."""
+        from distill.hfarchive import model_card
+
         method = (
-            "fine-tuned on the completions (no teacher)"
+            "fine-tuned on the completions (next-token cross-entropy; no teacher)"
             if self.teacher is None
-            else "distilled token by token from the teacher ("
-            + ", ".join(f"{key} x{spec.weight:g}" for key, spec in self._terms())
-            + ")"
+            else "token-level distillation: "
+            + ", ".join(f"{spec.type} x{spec.weight:g}" for _, spec in self._terms())
+            + (", top-k teacher cache" if not self.spec.distillation.full_logits else ", full teacher logits")
         )
-        teacher_line = (
-            f"{self.teacher.name} ({self.teacher.info.parameters} parameters)" if self.teacher else "none"
+        figure_names = ("exact_match", "token_accuracy", "perplexity")
+        measured: dict[str, Any] = {f"held-out {k.replace('_', ' ')}": figures[k] for k in figure_names}
+        if teacher is not None:
+            measured |= {f"teacher's held-out {k.replace('_', ' ')}": teacher[k] for k in figure_names}
+        return model_card(
+            title=self.spec.name or f"Distill causal LM {self.job_id}",
+            base={
+                "pipeline_tag": "text-generation",
+                "job": self.job_id,
+                "student": {
+                    "architecture": info.architecture,
+                    "parameters": info.parameters,
+                    "layers": info.layers,
+                },
+                "teacher": None
+                if self.teacher is None
+                else {"source": self.teacher.name, "parameters": self.teacher.info.parameters},
+                "data": {
+                    "training records": len(self.data.train),
+                    "held-out records": len(self.data.evaluation),
+                },
+                "method": method,
+                "figures": _finite(measured),
+                "usage": (
+                    "from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast\n"
+                    'model = AutoModelForCausalLM.from_pretrained("model")\n'
+                    'tokenizer = PreTrainedTokenizerFast.from_pretrained("model")'
+                ),
+            },
         )
-        lines = [
-            f"# {self.spec.name or self.job_id}",
-            "",
-            f"A {info.architecture} causal language model ({info.parameters:,} parameters) made by Distill "
-            f"job `{self.job_id}`: {method}.",
-            "",
-            f"- teacher: {teacher_line}",
-            f"- data: {len(self.data.train)} training records, {len(self.data.evaluation)} held-out records",
-            f"- exact match (greedy, held-out): {figures['exact_match']:.4f}"
-            + (f" (teacher {teacher['exact_match']:.4f})" if teacher else ""),
-            f"- token accuracy: {figures['token_accuracy']:.4f}, perplexity {figures['perplexity']:.3f}",
-            "",
-            "Load it with `AutoModelForCausalLM.from_pretrained(folder)` and "
-            "`PreTrainedTokenizerFast.from_pretrained(folder)` after unpacking.",
-            "",
-        ]
-        return "\n".join(lines)
 
 
 def _finite(value: Any) -> Any:

@@ -170,6 +170,8 @@ class Runner:
                 cache_dir=self.settings.cache_folder,
                 tenant_id=job.tenant_id,
                 workdir=Path(tmp),
+                max_archive_bytes=self.settings.max_archive_bytes,
+                max_archive_files=self.settings.max_archive_files,
             )
             pipeline = self._pipeline(job, spec, device, loader, lease, resume)
         outcome = pipeline.run(lease.started)

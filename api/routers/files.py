@@ -98,6 +98,7 @@ def upload_file(
             purpose=purpose,
             max_bytes=settings.max_upload_bytes,
             max_array_bytes=settings.max_dataset_array_bytes,
+            archive_limits=service.ArchiveLimits(settings.max_archive_bytes, settings.max_archive_files),
             on_spooled=claim,
         )
         return FileRead.of(row)

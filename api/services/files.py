@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -14,6 +15,7 @@ from api.errors import Invalid, TooLarge
 from api.pagination import Page, paginate
 from api.tenancy import get_owned, scoped
 from distill.datasets import DatasetError, inspect_dataset
+from distill.hfarchive import ArchiveError, extract_archive, inspect_model_dir, is_archive_name
 from distill.ids import new_file_id
 from distill.modelfile import ModelFileError, TextModelInfo, inspect_any_model_file
 from distill.storage import ObjectStore, file_key
@@ -49,18 +51,43 @@ def _spool(source: BinaryIO, dest: BinaryIO, max_bytes: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _validate(path: Path, filename: str, purpose: str, max_array_bytes: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How much a model archive may hold (``DISTILL_MAX_ARCHIVE_BYTES``, ``DISTILL_MAX_ARCHIVE_FILES``)."""
+
+    max_bytes: int = 4 * 1024**3
+    max_files: int = 64
+
+
+def _validate(
+    path: Path, filename: str, purpose: str, max_array_bytes: int | None, archive_limits: ArchiveLimits
+) -> dict[str, Any]:
     try:
         if purpose == "dataset":
             return inspect_dataset(path, filename, max_array_bytes=max_array_bytes).to_meta()
+        if is_archive_name(filename):
+            return _inspect_archive(path, archive_limits)
         if not filename.lower().endswith(".safetensors"):
-            raise ModelFileError("a model must be one .safetensors file (weights are never unpickled)")
+            raise ModelFileError(
+                "a model must be one .safetensors file, or a Hugging Face model archive (.zip, .tar, "
+                ".tar.gz, "
+                ".tgz of the folder save_pretrained writes); weights are never unpickled"
+            )
         found, parameters = inspect_any_model_file(path)
         if isinstance(found, TextModelInfo):
             return {**found.to_meta(), "parameters": parameters}
         return {"config": found.model_dump(mode="json"), "parameters": parameters}
-    except (DatasetError, ModelFileError) as exc:
+    except (DatasetError, ModelFileError, ArchiveError) as exc:
         raise Invalid(f"file: {exc}", field="file", code=f"invalid_{purpose}") from exc
+
+
+def _inspect_archive(path: Path, limits: ArchiveLimits) -> dict[str, Any]:
+    """A Hugging Face model archive, extracted (strictly, within ``limits``) beside the spooled upload and
+    described: its ``HFModelInfo`` metadata. The extracted files go when the upload's folder does."""
+    folder = extract_archive(
+        path, path.parent / "archive", max_bytes=limits.max_bytes, max_files=limits.max_files
+    )
+    return inspect_model_dir(folder).to_meta()
 
 
 def upload_file(
@@ -73,6 +100,7 @@ def upload_file(
     purpose: str,
     max_bytes: int,
     max_array_bytes: int | None = None,
+    archive_limits: ArchiveLimits | None = None,
     on_spooled: Callable[[int, str], None] | None = None,
 ) -> File:
     """Spool, validate, store and record an upload; ``on_spooled(size, sha256)`` runs once the content's
@@ -95,7 +123,7 @@ def upload_file(
             on_spooled(size, sha256)
         if size == 0:
             raise Invalid("file: the file is empty", field="file")
-        meta = _validate(path, filename, purpose, max_array_bytes)
+        meta = _validate(path, filename, purpose, max_array_bytes, archive_limits or ArchiveLimits())
         file_id = new_file_id()
         key = file_key(tenant_id, file_id)
         store.put_file(key, path)

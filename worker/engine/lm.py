@@ -1,22 +1,17 @@
-"""Causal language models for ``task: "causal_lm"`` jobs: building the student, loading and saving Hugging
-Face folders and archives, generation and evaluation.
+"""Causal language models for ``task: "causal_lm"`` jobs: building the student (from a config, or the
+teacher's chosen layers), saving it as a Hugging Face archive, greedy and sampled generation, evaluation.
 
-Models are ``transformers`` ``AutoModelForCausalLM`` s; tokenizers are read with
-``PreTrainedTokenizerFast.from_pretrained`` (``tokenizer.json`` as written; ``AutoTokenizer`` may swap the
-class for some configs). ``trust_remote_code`` is never set; weights are read and written only as
-safetensors.
+Archives are read by :mod:`distill.hfarchive` and :mod:`worker.engine.hf` (strict extraction, safetensors
+only, ``trust_remote_code`` never set); this module only writes them.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-import io
 import math
 import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,22 +19,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.hfarchive import HF_ARCHIVE_ARTIFACT, HFModelInfo, inspect_model_dir, pack_folder
 from distill.lminfo import CausalLMInfo
 from distill.spec import GPT2StudentConfig, LlamaStudentConfig, TeacherLayersConfig
 from worker.engine.lm_data import LMExample, collate
 
-HF_ARCHIVE = "model.hf.zip"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
-MAX_ARCHIVE_FILES = 64
-MAX_ARCHIVE_BYTES = 20 * 1024**3
+HF_ARCHIVE = HF_ARCHIVE_ARTIFACT
 
 
 @functools.cache
@@ -55,65 +40,6 @@ def _cache_arg() -> str:
 
 class LMError(ValueError):
     """A model or archive that cannot be used: the message says what is wrong."""
-
-
-def tokenizer_sha256(folder: Path) -> str:
-    """sha256 over the tokenizer files in ``folder`` (names and bytes, in name order)."""
-    digest = hashlib.sha256(b"tokenizer/1\n")
-    for name in sorted(TOKENIZER_FILES):
-        path = folder / name
-        if path.is_file():
-            digest.update(name.encode() + b"\n")
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def unpack(blob_path: Path, dest: Path) -> Path:
-    """Extract a zip of a ``save_pretrained`` folder into ``dest`` (regular files only, no absolute paths
-    or ``..``, bounded count and size); the folder holding ``config.json``."""
-    try:
-        with zipfile.ZipFile(blob_path) as zf:
-            infos = [i for i in zf.infolist() if not i.is_dir()]
-            if len(infos) > MAX_ARCHIVE_FILES or sum(i.file_size for i in infos) > MAX_ARCHIVE_BYTES:
-                raise LMError("the model archive has too many or too large files")
-            for info in infos:
-                name = Path(info.filename)
-                if (
-                    name.is_absolute()
-                    or ".." in name.parts
-                    or (info.external_attr >> 16) & 0o170000 == 0o120000
-                ):
-                    raise LMError(f"the model archive has an unsafe entry {info.filename!r}")
-                target = dest / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, target.open("wb") as out:
-                    out.write(src.read())
-    except zipfile.BadZipFile as exc:
-        raise LMError(f"the model is not a zip archive ({exc})") from exc
-    configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
-    if not configs:
-        raise LMError("the model archive has no config.json")
-    return configs[0].parent
-
-
-def load_lm(folder: Path, device: torch.device | None = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a ``save_pretrained`` folder (safetensors weights only)."""
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    if not any(folder.glob("*.safetensors")):
-        raise LMError("the model has no .safetensors weights (other weight formats are never loaded)")
-    try:
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
-        model = AutoModelForCausalLM.from_pretrained(
-            str(folder), use_safetensors=True, trust_remote_code=False
-        )
-    except (OSError, ValueError, KeyError) as exc:
-        raise LMError(f"not a causal language model with its tokenizer: {exc}") from exc
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    loaded: Any = model
-    loaded.eval()
-    return loaded.to(device or torch.device("cpu")), tokenizer
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -221,19 +147,18 @@ def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
     raise LMError("cannot find the decoder layers' parent module")
 
 
-def save_archive(model: nn.Module, tokenizer: Any, *, card: str) -> bytes:
-    """A zip of ``save_pretrained`` (safetensors) with the tokenizer and a ``README.md`` model card:
-    unpacked, ``AutoModelForCausalLM.from_pretrained`` loads it."""
-    with tempfile.TemporaryDirectory() as tmp:
+def save_archive(model: nn.Module, tokenizer: Any, *, card: str) -> tuple[bytes, HFModelInfo]:
+    """``model.hf.zip``: ``save_pretrained`` (safetensors), the tokenizer and ``card`` as README.md, zipped
+    by :func:`distill.hfarchive.pack_folder` (as :func:`worker.engine.hf.save_archive`), with what
+    :func:`distill.hfarchive.inspect_model_dir` says of it (recorded as the job's ``hf_model``, so the
+    output is described exactly as an uploaded archive is)."""
+    with tempfile.TemporaryDirectory(prefix="distill-lm-save-") as tmp:
         folder = Path(tmp)
-        model.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
-        tokenizer.save_pretrained(folder)
-        (folder / "README.md").write_text(card)
-        buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                zf.write(path, str(path.relative_to(folder)))
-    return buffer.getvalue()
+        model.save_pretrained(str(folder))  # type: ignore[operator]
+        tokenizer.save_pretrained(str(folder))
+        (folder / "README.md").write_text(card, encoding="utf-8")
+        info = inspect_model_dir(folder)
+        return pack_folder(folder), info
 
 
 # -- generation and evaluation ------------------------------------------------------------------------

@@ -160,7 +160,10 @@ def test_fine_tune_then_distil_through_the_cache(tmp_path: Path) -> None:
     assert second.result["token_accuracy"] == pytest.approx(first.result["token_accuracy"])
     folder = _unzip(second.artifacts["model.hf.zip"], tmp_path / "student")
     model = AutoModelForCausalLM.from_pretrained(folder)
-    assert (folder / "README.md").read_text().startswith("# ")
+    card = (folder / "README.md").read_text()
+    assert "text-generation" in card and "held-out exact match" in card and "job_test" in card
+    assert second.result["hf_model"]["kind"] == "causal_lm"
+    assert second.result["hf_model"]["tokenizer_sha256"] == second.result["lm_model"]["tokenizer_sha256"]
     from transformers import PreTrainedTokenizerFast
 
     loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
