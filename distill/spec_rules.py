@@ -12,6 +12,7 @@ from distill.spec import (
     LM_LOSS_TYPES,
     AttentionLoss,
     BuiltinTeacher,
+    DistillationSpec,
     EncoderConfig,
     EndpointTeacher,
     GPT2StudentConfig,
@@ -87,10 +88,16 @@ LM_ONLY_DISTILLATION = ("on_policy", "top_k", "full_logits")
 """``distillation`` fields that only ``causal_lm`` jobs read."""
 
 
+def _given(spec: JobSpec, name: str) -> bool:
+    """A ``distillation`` field set to something other than its default. (Not ``model_fields_set``: a
+    stored spec is dumped with every default, and the worker validates it again.)"""
+    return bool(getattr(spec.distillation, name) != DistillationSpec.model_fields[name].default)
+
+
 def _no_lm_fields(spec: JobSpec) -> None:
     """A classification or embedding job names no causal-LM loss or option."""
     for name in LM_ONLY_DISTILLATION:
-        if name in spec.distillation.model_fields_set:
+        if _given(spec, name):
             field = f"distillation.{name}"
             raise SpecError(field, f'{field}: is for task "causal_lm" jobs only; drop {field}')
     for index, loss in enumerate(spec.distillation.losses or []):
@@ -158,7 +165,7 @@ def _causal_lm_rules(spec: JobSpec) -> None:
             raise SpecError(field, f"{field}: the {loss.type} loss needs a teacher; add `teacher`")
     if not teachers:
         for name in LM_ONLY_DISTILLATION:
-            if name in spec.distillation.model_fields_set:
+            if _given(spec, name):
                 field = f"distillation.{name}"
                 raise SpecError(
                     field,
@@ -172,7 +179,7 @@ def _causal_lm_rules(spec: JobSpec) -> None:
                 'job has no teacher; start from a model instead ({"arch": "pretrained", "file": ...}) or add '
                 "`teacher`",
             )
-    if spec.distillation.full_logits and "top_k" in spec.distillation.model_fields_set:
+    if spec.distillation.full_logits and _given(spec, "top_k"):
         raise SpecError(
             "distillation.top_k",
             "distillation.top_k: sizes the top-k cache, which full_logits does without; drop one of them",
@@ -359,7 +366,7 @@ def _endpoint_rules(spec: JobSpec) -> None:
                     f"fine-tunes on them (ce), so drop the {loss.type} loss",
                 )
         for name in LM_ONLY_DISTILLATION:
-            if name in spec.distillation.model_fields_set:
+            if _given(spec, name):
                 where = f"distillation.{name}"
                 raise SpecError(
                     where, f"{where}: reads a teacher's token distributions, which an endpoint does not give"

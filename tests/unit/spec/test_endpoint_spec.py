@@ -85,3 +85,25 @@ def test_no_key_no_secret() -> None:
     parsed = JobSpec.model_validate(spec(teacher={"endpoint": {"base_url": "http://h/v1", "model": "m"}}))
     stored, secrets = split_secrets(parsed)
     assert secrets == {} and stored["teacher"]["endpoint"]["api_key"] is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": {"train": {"builtin": "digits"}}},
+        {"task": "causal_lm", "data": {"train": {"file": "f"}}, "model": {"arch": "pretrained", "file": "x"}},
+        {
+            "task": "causal_lm",
+            "data": {"train": {"file": "f"}},
+            "model": {"arch": "gpt2"},
+            "teacher": {"file": "t"},
+            "distillation": {"top_k": 8},
+        },
+        spec(),
+    ],
+)
+def test_a_stored_spec_validates_again(body: dict[str, Any]) -> None:
+    """The API stores the spec dumped with every default; the worker validates that dump again (a rule
+    that treated a dumped default as "given" failed every job in the worker)."""
+    stored, _ = split_secrets(JobSpec.model_validate(body))
+    assert JobSpec.model_validate(stored).model_dump(mode="json") == stored
