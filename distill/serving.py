@@ -18,10 +18,9 @@ import json
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,30 +41,15 @@ class ServingError(ValueError):
 
 
 def extract_model_zip(archive: Path, dest: Path) -> Path:
-    """Unpack a ``model.hf.zip`` safely into ``dest``: regular files only, relative names without ``..``,
-    at most :data:`MAX_ARCHIVE_FILES` files and :data:`MAX_ARCHIVE_BYTES` bytes. Returns the folder that
-    holds ``config.json``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(archive) as zf:
-        entries = [info for info in zf.infolist() if not info.is_dir()]
-        if len(entries) > MAX_ARCHIVE_FILES:
-            raise ServingError(f"{archive.name}: {len(entries)} files, more than {MAX_ARCHIVE_FILES}")
-        if sum(info.file_size for info in entries) > MAX_ARCHIVE_BYTES:
-            raise ServingError(f"{archive.name}: unpacks to more than {MAX_ARCHIVE_BYTES} bytes")
-        for info in entries:
-            name = PurePosixPath(info.filename)
-            mode = (info.external_attr >> 16) & 0o170000
-            if name.is_absolute() or ".." in name.parts or "\\" in info.filename or mode not in (0, 0o100000):
-                raise ServingError(f"{archive.name}: unsafe entry {info.filename!r}")
-            target = dest.joinpath(*name.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as source, target.open("wb") as out:
-                while chunk := source.read(1 << 20):
-                    out.write(chunk)
-    configs = sorted(dest.rglob("config.json"), key=lambda p: len(p.parts))
-    if not configs:
-        raise ServingError(f"{archive.name}: no config.json (not a save_pretrained folder)")
-    return configs[0].parent
+    """Unpack a ``model.hf.zip`` safely into ``dest`` with :func:`distill.hfarchive.extract_archive` (regular
+    files with allowed names only, no links, absolute paths or ``..``, at most :data:`MAX_ARCHIVE_FILES`
+    files and :data:`MAX_ARCHIVE_BYTES` bytes). Returns the folder that holds ``config.json``."""
+    from distill.hfarchive import ArchiveError, extract_archive
+
+    try:
+        return extract_archive(archive, dest, max_bytes=MAX_ARCHIVE_BYTES, max_files=MAX_ARCHIVE_FILES)
+    except ArchiveError as exc:
+        raise ServingError(f"{archive.name}: {exc}") from exc
 
 
 def load_model_dir(folder: Path, device: str = "cpu") -> tuple[Any, Any]:

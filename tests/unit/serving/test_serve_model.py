@@ -181,7 +181,7 @@ def test_unsafe_archives_are_refused(tmp_path: Path, sum_teacher_dir: Path) -> N
     bad = tmp_path / "bad.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("../escape.txt", "x")
-    with pytest.raises(ServingError, match="unsafe entry"):
+    with pytest.raises(ServingError, match=r"\.\."):
         extract_model_zip(bad, tmp_path / "bad")
     assert not (tmp_path / "escape.txt").exists()
 
