@@ -21,6 +21,7 @@ from distill.modelfile import TextModelInfo
 from distill.spec import (
     AttentionLoss,
     EncoderConfig,
+    EndpointSettings,
     HintLoss,
     JobSpec,
     PretrainedStudentConfig,
@@ -30,11 +31,12 @@ from distill.spec import (
 )
 from distill.spec_rules import check_layer_map
 
-TeacherInfo = StoredModelConfig | TextModelInfo | HFModelInfo | CausalLMInfo
+TeacherInfo = StoredModelConfig | TextModelInfo | HFModelInfo | CausalLMInfo | EndpointSettings
 """What a teacher reference resolved to: a tabular model's config, a text model's description (the
 builtin text teachers are described by :data:`distill.modelfile.BUILTIN_TEXT_TEACHERS`), a Hugging Face
-model archive's (:class:`distill.hfarchive.HFModelInfo`), or a causal language model's (a causal_lm job's
-output, or an archive's described as :class:`distill.lminfo.CausalLMInfo`)."""
+model archive's (:class:`distill.hfarchive.HFModelInfo`), a causal language model's (a causal_lm job's
+output, or an archive's described as :class:`distill.lminfo.CausalLMInfo`), or an endpoint's settings (a
+served teacher known only by its answers)."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,10 @@ def _tabular_teachers(
                 where,
                 f"{where}: the teacher is a text model; it teaches encoder students on text datasets "
                 '(model.arch "encoder")',
+            )
+        if isinstance(info, EndpointSettings):  # (the spec's rules allow it in causal_lm jobs only)
+            raise SpecError(
+                where, f'{where}: an endpoint teacher teaches causal-LM students (task "causal_lm")'
             )
         if isinstance(info, CausalLMInfo):
             raise SpecError(
@@ -304,7 +310,8 @@ def _lm_plan(spec: JobSpec, resolved: Resolved) -> Plan:
             )
     on_policy = spec.distillation.on_policy
     generates = on_policy is not None and on_policy.fraction >= 1.0
-    if not resolved.train.has_labels and not generates:
+    endpoint = bool(resolved.teachers) and isinstance(resolved.teachers[0], EndpointSettings)
+    if not resolved.train.has_labels and not generates and not endpoint:  # an endpoint writes them
         raise SpecError(
             "data.train",
             'data.train: some records have no completion (a "completion", or a last assistant message); '
@@ -315,13 +322,16 @@ def _lm_plan(spec: JobSpec, resolved: Resolved) -> Plan:
     if resolved.teachers:
         info = _as_causal_lm(resolved.teachers[0])
         where = spec.teacher_field(0)
-        if not isinstance(info, CausalLMInfo):
+        if isinstance(info, EndpointSettings):
+            pass  # known only by its answers: no tokenizer to compare (the spec's rules)
+        elif not isinstance(info, CausalLMInfo):
             raise SpecError(
                 where,
                 f"{where}: the teacher is not a causal language model; a causal_lm job needs an uploaded "
                 "Hugging Face causal-LM archive or a causal_lm job's output",
             )
-        teacher = info
+        else:
+            teacher = info
     if isinstance(model, TeacherLayersConfig) and teacher is not None and teacher.layers is not None:
         bad = [i for i in model.layers if i >= teacher.layers]
         if bad:

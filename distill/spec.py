@@ -248,7 +248,36 @@ class BuiltinTeacher(_Strict):
     weight: float = Field(default=1.0, gt=0.0, le=1000.0)
 
 
-TeacherRef = JobTeacher | FileTeacher | BuiltinTeacher
+class EndpointSettings(_Strict):
+    """An OpenAI-compatible chat-completions server whose answers teach a ``causal_lm`` student (black-box,
+    sequence-level distillation). ``api_key`` is a secret: the API stores it apart from the job and shows
+    ``"***"`` in its place; only the worker reads it (``distill.secrets``)."""
+
+    base_url: str = Field(min_length=1, max_length=2000, pattern=r"^https?://\S+$")
+    """Up to ``/v1``: the worker posts to ``{base_url}/chat/completions``."""
+    model: str = Field(min_length=1, max_length=200)
+    api_key: str | None = Field(default=None, min_length=1, max_length=4096, repr=False)
+    max_tokens: int = Field(default=512, ge=1, le=32_768)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    """Requests in flight at once."""
+    timeout_s: float = Field(default=120.0, gt=0.0, le=3600.0)
+    """Per request; a timeout is retried like a 429 or a 5xx."""
+    train_on_reasoning: bool = True
+    """Fine-tune the student on the teacher's reasoning (``<think>…</think>`` before the answer) where the
+    server returns it; false: on the answers alone."""
+
+
+class EndpointTeacher(_Strict):
+    """A served teacher, known only by its answers: ``{"endpoint": {"base_url": …, "model": …}}``."""
+
+    endpoint: EndpointSettings
+    weight: float = Field(default=1.0, gt=0.0, le=1000.0)
+    """As on every teacher (an endpoint teacher is a job's only one)."""
+
+
+TeacherRef = JobTeacher | FileTeacher | BuiltinTeacher | EndpointTeacher
 
 
 class _Loss(_Strict):
@@ -476,7 +505,13 @@ class JobSpec(_Strict):
         """Where teacher ``index`` sits: ``teacher.file``, ``teacher.1.job``, ``teacher.builtin``..."""
         ref = self.teachers[index]
         base = f"teacher.{index}" if isinstance(self.teacher, list) else "teacher"
-        kind = "job" if isinstance(ref, JobTeacher) else "file" if isinstance(ref, FileTeacher) else "builtin"
+        kinds = {
+            JobTeacher: "job",
+            FileTeacher: "file",
+            BuiltinTeacher: "builtin",
+            EndpointTeacher: "endpoint",
+        }
+        kind = kinds[type(ref)]
         return f"{base}.{kind}"
 
 

@@ -12,7 +12,9 @@ from distill.spec import (
     LM_LOSS_TYPES,
     AttentionLoss,
     BuiltinTeacher,
+    DistillationSpec,
     EncoderConfig,
+    EndpointTeacher,
     GPT2StudentConfig,
     HintLoss,
     JobSpec,
@@ -30,6 +32,7 @@ UNTAUGHT_TEXT_LAYERS = 6
 
 def check_spec_rules(spec: JobSpec) -> None:
     """Every rule between the spec's fields (no references resolved); raises :class:`SpecError`."""
+    _endpoint_rules(spec)
     lm_model = isinstance(
         spec.model, GPT2StudentConfig | LlamaStudentConfig | TeacherLayersConfig | PretrainedStudentConfig
     )
@@ -334,4 +337,45 @@ def check_layer_map(
                 field,
                 f"{field}: layer pair [{i}, {j}] is out of range: the student has {student_layers} "
                 f"attention layers (0..{student_layers - 1}) and {teacher_text}",
+            )
+
+
+REDACTED = "***"
+"""What a stored job shows in place of ``teacher.endpoint.api_key`` (``distill.secrets``)."""
+
+
+def _endpoint_rules(spec: JobSpec) -> None:
+    """An endpoint teacher is the one teacher of a ``causal_lm`` job whose student starts from a model (it
+    brings the tokenizer) and learns the answers only (no token-level losses)."""
+    for index, ref in enumerate(spec.teachers):
+        if not isinstance(ref, EndpointTeacher):
+            continue
+        field = spec.teacher_field(index)
+        if isinstance(spec.teacher, list):
+            raise SpecError(field, f"{field}: an endpoint teacher must be the job's only teacher")
+        if spec.task != "causal_lm":
+            raise SpecError(
+                field,
+                f"{field}: an endpoint teacher teaches causal-LM students by its answers; "
+                'set task "causal_lm"',
+            )
+        model = spec.model
+        if not isinstance(model, PretrainedStudentConfig):
+            raise SpecError(
+                "model.arch",
+                f"model.arch: a {model.arch} student takes its teacher's tokenizer, and an endpoint teacher "
+                'shares none; start from a model ({"arch": "pretrained", "file": ...} or "job")',
+            )
+        for index, loss in enumerate(spec.distillation.losses or []):
+            if loss.type != "ce":
+                where = f"distillation.losses.{index}.type"
+                raise SpecError(
+                    where,
+                    f"{where}: an endpoint teacher gives answers, not token distributions; the student "
+                    f"fine-tunes on them (ce), so drop the {loss.type} loss",
+                )
+        for name in _lm_options_given(spec):
+            where = f"distillation.{name}"
+            raise SpecError(
+                where, f"{where}: reads a teacher's token distributions, which an endpoint does not give"
             )

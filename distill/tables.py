@@ -245,3 +245,19 @@ class IdempotencyKey(Base):
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# ---- job secrets (helper blackbox: issue 8 item 5) -------------------------------------------------------
+
+
+class JobSecret(Base):
+    """A secret of a job's spec (an endpoint teacher's API key), kept apart from ``jobs.spec`` (which shows
+    ``"***"``): read only by the worker, never answered by the API, deleted when the job ends."""
+
+    __tablename__ = "job_secrets"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    """Where the secret sits in the spec: ``teacher.endpoint.api_key``."""
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

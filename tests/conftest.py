@@ -232,3 +232,11 @@ def services_env(
         "DISTILL_S3_REGION": S3_REGION,
         "DISTILL_DEVICE": "cpu",
     }
+
+
+@pytest.fixture(scope="session")
+def sum_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny causal LM trained here to answer ``a+b`` with ``<think>a+b=c</think>c`` (serving_support)."""
+    from serving_support import train_sum_teacher
+
+    return train_sum_teacher(tmp_path_factory.mktemp("sum-teacher") / "model")

@@ -17,8 +17,8 @@ import torch
 from distill.datasets import DatasetError, DatasetInfo, LMDataset
 from distill.datasets.readers import read_any
 from distill.lminfo import CausalLMInfo
-from distill.plan import Resolved, plan
-from distill.spec import DataRef, FileData, JobSpec, PretrainedStudentConfig, SpecError
+from distill.plan import Resolved, TeacherInfo, plan
+from distill.spec import DataRef, EndpointTeacher, FileData, JobSpec, PretrainedStudentConfig, SpecError
 from worker.engine.lm import describe
 from worker.failures import JobFailure
 from worker.inputs import InputLoader
@@ -95,7 +95,7 @@ class LMInputs:
             train=DatasetInfo.of(train, "jsonl"),
             validation=None if validation is None else DatasetInfo.of(validation, "jsonl"),
             test=None if test is None else DatasetInfo.of(test, "jsonl"),
-            teachers=[] if teacher is None else [teacher.info],
+            teachers=self._endpoint() or ([] if teacher is None else [teacher.info]),
             student=None if student is None else student.info,
         )
         try:
@@ -140,8 +140,13 @@ class LMInputs:
             )
         return ds
 
+    def _endpoint(self) -> list[TeacherInfo]:
+        """An endpoint teacher's settings (it has no model to load: ``worker.endpoint_teacher``)."""
+        ref = self.spec.teacher
+        return [ref.endpoint] if isinstance(ref, EndpointTeacher) else []
+
     def _teacher(self) -> LoadedLM | None:
-        if not self.spec.teachers:
+        if not self.spec.teachers or self._endpoint():
             return None
         return self._model(self.spec.teachers[0], self.spec.teacher_field(0))
 

@@ -25,6 +25,7 @@ from distill import lifecycle
 from distill.db import transaction
 from distill.jobstate import JobStatus
 from distill.queue import enqueue_job
+from distill.secrets import delete_ended_secrets
 from distill.settings import Settings
 from distill.storage import ObjectStore, delete_checkpoints, keeps_checkpoints
 from distill.tables import Job
@@ -78,6 +79,8 @@ class Reconciler:
             log.warning("reconciler: job %s lease expired -> %s", item.job_id, item.status)
             if item.status != JobStatus.QUEUED:
                 self._ended(item.job_id)
+        with transaction(self.sessions) as session:  # ended however (a cancel while queued, worker lost...)
+            delete_ended_secrets(session)
         with self.sessions() as session:
             due = lifecycle.wakeups_due(session, self.settings.wakeup_resend_seconds)
         sent = []

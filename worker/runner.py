@@ -37,11 +37,13 @@ from distill import lifecycle
 from distill.db import is_transient
 from distill.events import append_event
 from distill.logs import bind, log_context
+from distill.secrets import ENDPOINT_API_KEY, delete_secrets, load_secrets
 from distill.settings import Settings
-from distill.spec import JobSpec
+from distill.spec import EndpointTeacher, JobSpec
 from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
 from distill.tables import Artifact, Job, Tenant
 from worker.checkpoints import Checkpointer, resume_from
+from worker.endpoint_teacher import AnswerLog, BlackBoxPipeline, EndpointFailure, taught_data
 from worker.engine.device import resolve_device
 from worker.engine.distributed import DataParallel
 from worker.engine.loop import LoopState
@@ -49,7 +51,7 @@ from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.launch import data_parallel_for, worker_devices
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
-from worker.lm_inputs import LMInputs
+from worker.lm_inputs import LMInputs, LoadedLM, LoadedLMData
 from worker.lm_pipeline import LMPipeline
 from worker.modalities import modality_for
 from worker.pipeline import JobContext, Pipeline
@@ -291,8 +293,9 @@ class Runner:
         lease: JobLease,
         resume: LoopState | None,
         parallel: DataParallel | None = None,
-    ) -> Pipeline | LMPipeline:
-        """Load the job's inputs and build its pipeline: causal-LM jobs (their own pipeline, for now), or
+    ) -> Pipeline | LMPipeline | BlackBoxPipeline:
+        """Load the job's inputs and build its pipeline: causal-LM jobs (their own pipeline, for now;
+        black-box ones collect the endpoint teacher's answers first), or
         the one pipeline over the spec's modality (tabular, text)."""
         context = JobContext(
             job_id=job.id,
@@ -312,10 +315,41 @@ class Runner:
         if spec.task == "causal_lm":
             lm_data, lm_teacher, lm_start = LMInputs(loader, spec).load()
             lease.write(event=("data loaded", lm_data.summary(0 if lm_teacher is None else 1)))
+            if isinstance(spec.teacher, EndpointTeacher):  # black-box: the teacher's answers are the data
+                return self._black_box(job, spec, context, lease, lm_data, lm_start)
             return LMPipeline(context, data=lm_data, teacher=lm_teacher, student_start=lm_start)
         modality = modality_for(spec).load(context, loader)
         lease.write(event=("data loaded", modality.data_summary()))
         return Pipeline(context, modality)
+
+    def _black_box(
+        self,
+        job: Job,
+        spec: JobSpec,
+        context: JobContext,
+        lease: JobLease,
+        data: LoadedLMData,
+        start: LoadedLM | None,
+    ) -> BlackBoxPipeline:
+        """Collect the endpoint teacher's answers (resuming an earlier attempt's), then fine-tune the
+        student on them through the teacher-less causal-LM pipeline."""
+        assert isinstance(spec.teacher, EndpointTeacher)
+        secrets = self._retrying(f"secrets {job.id}", lambda session: load_secrets(session, job.id))
+        callbacks = TrainingCallbacks(lease, report=False)
+        try:
+            taught, gathered = taught_data(
+                data,
+                spec.teacher.endpoint,
+                secrets.get(ENDPOINT_API_KEY),
+                AnswerLog(self.store, job.tenant_id, job.id),
+                event=context.event,
+                should_stop=callbacks.should_stop,
+                stopped=Stopped,
+            )
+        except EndpointFailure as failure:
+            raise JobFailure("teacher_endpoint_failed", failure.message) from None
+        inner = LMPipeline(context, data=taught, teacher=None, student_start=start)
+        return BlackBoxPipeline(inner, gathered)
 
     # -- database access: retried with backoff --------------------------------------------------------
 
@@ -336,6 +370,10 @@ class Runner:
         them."""
         if not keeps_checkpoints(job.spec):
             delete_checkpoints(self.store, job.tenant_id, job.id)
+        try:  # its secrets go with it (the reconciler's sweep deletes any left if this fails)
+            self._retrying(f"delete secrets {job.id}", lambda session: delete_secrets(session, job.id))
+        except DatabaseUnavailable as error:
+            log.warning("job %s: could not delete its secrets yet: %s", job.id, error)
 
     def _fail(self, job: Job, lease: JobLease, code: str, message: str) -> str | None:
         job_id = job.id

@@ -24,11 +24,13 @@ from distill.lminfo import CausalLMInfo, is_causal_lm_meta
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.queue import enqueue_job
+from distill.secrets import delete_secrets, split_secrets, store_secrets
 from distill.settings import Settings
 from distill.spec import (
     BuiltinData,
     BuiltinTeacher,
     DataRef,
+    EndpointTeacher,
     FileTeacher,
     JobSpec,
     JobTeacher,
@@ -71,6 +73,8 @@ def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: 
     """What a teacher reference is: a tabular model's config, or a text model's description."""
     if isinstance(teacher, BuiltinTeacher):
         return BUILTIN_TEXT_TEACHERS[teacher.builtin]
+    if isinstance(teacher, EndpointTeacher):  # known only by its answers: nothing to look up
+        return teacher.endpoint
     if isinstance(teacher, JobTeacher):
         job = find_owned(session, Job, teacher.job, tenant)
         if job is None:
@@ -152,16 +156,21 @@ def create_job(
     if settings is not None:
         check_queue(spec, settings.queues, settings.queue_name)
     check_references(session, tenant, spec)
+    try:  # an endpoint's API key goes to job_secrets, never into the stored spec
+        stored, secrets = split_secrets(spec)
+    except SpecError as exc:
+        raise Invalid(exc.message, field=exc.field) from exc
     job = Job(
         id=new_job_id(),
         tenant_id=tenant.id,
         name=spec.name,
-        spec=spec.model_dump(mode="json"),
+        spec=stored,
         status=JobStatus.QUEUED,
         progress={"epoch": 0, "epochs": spec.training.epochs, "step": 0, "steps": 0},
     )
     session.add(job)
     session.flush()
+    store_secrets(session, job.id, secrets)
     append_event(session, job.id, "job queued", data={"status": JobStatus.QUEUED.value})
     session.commit()
     try:  # the row is the outbox: a job whose wake-up was not marked sent gets one from the reconciler
@@ -189,6 +198,8 @@ def cancel_job(*, session: Session, tenant: Tenant, job_id: str) -> Job:
     and ends ``cancelled`` within seconds; a finished one answers 409 (``distill.lifecycle``)."""
     job = get_owned(session, Job, job_id, tenant)
     outcome = lifecycle.request_cancel(session, job_id)
+    if outcome is lifecycle.CancelOutcome.CANCELLED:
+        delete_secrets(session, job_id)  # a queued job ends here, without a worker
     session.commit()
     session.refresh(job)
     if outcome is lifecycle.CancelOutcome.FINISHED:

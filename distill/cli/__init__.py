@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from distill import __version__
-from distill.cli import server, user
+from distill.cli import serve_model, server, user
 from distill.cli.user import FLAG
 
 app = typer.Typer(
@@ -69,3 +69,4 @@ def main(
 
 server.register(app)
 user.register(app)
+serve_model.register(app)
