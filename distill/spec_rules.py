@@ -12,7 +12,6 @@ from distill.spec import (
     LM_LOSS_TYPES,
     AttentionLoss,
     BuiltinTeacher,
-    DistillationSpec,
     EncoderConfig,
     EndpointTeacher,
     GPT2StudentConfig,
