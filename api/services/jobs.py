@@ -93,10 +93,10 @@ def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: 
             return CausalLMInfo.from_meta(job.result["lm_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
     row = _usable_file(session, tenant, teacher.file, "model", field.removesuffix(".file"))
+    if is_hf_meta(row.meta):  # an uploaded archive (a causal LM's is read as one by the causal-LM plan)
+        return HFModelInfo.from_meta(row.meta)
     if is_causal_lm_meta(row.meta):
         return CausalLMInfo.from_meta(row.meta)
-    if is_hf_meta(row.meta):
-        return HFModelInfo.from_meta(row.meta)
     if row.meta.get("kind") == "text":
         return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])
