@@ -316,7 +316,7 @@ class Runner:
             lm_data, _, lm_start = LMInputs(
                 loader, spec
             ).load()  # black-box: the teacher's answers are the data
-            lease.write(event=("data loaded", lm_data.summary(1)))
+            lease.write(event=("data loaded", lm_data.summary(0)))
             return self._black_box(job, spec, context, lease, lm_data, lm_start)
         modality = modality_for(spec).load(context, loader)
         lease.write(event=("data loaded", modality.data_summary()))

@@ -94,6 +94,12 @@ class CausalLMModality(Modality):
             raise JobFailure(
                 "invalid_spec", 'model: without a teacher the student must start from a model ("pretrained")'
             )
+        if context.parallel is not None:  # the spec refuses it too; a worker never trusts that alone
+            raise JobFailure(
+                "invalid_spec",
+                "resources.gpus: causal_lm jobs train on one device for now; data-parallel training is "
+                "built for tabular students: use gpus 1",
+            )
         source = teacher if teacher is not None else student_start
         assert source is not None
         self.tokenizer = source.tokenizer

@@ -295,3 +295,24 @@ def test_a_causal_lm_job_is_the_one_pipeline_over_its_modality_and_shares_the_te
     ).run(0.0)
     assert second.result["teacher_cache_hit"] is True
     assert second.result["perplexity"] == pytest.approx(first.result["perplexity"], rel=1e-6)
+
+
+def test_a_causal_lm_job_laid_out_data_parallel_fails_naming_resources_gpus(tmp_path: Path) -> None:
+    """The spec refuses gpus > 1 for causal_lm; a stored spec that got past it fails in the worker too,
+    rather than training through the tabular data-parallel path."""
+    from worker.engine.distributed import DataParallel
+    from worker.failures import JobFailure
+
+    tok = char_tokenizer()
+    data = LoadedLMData(train=LMDataset(arithmetic(8)), validation=LMDataset(arithmetic(4, seed=1)))
+    spec = {
+        "task": "causal_lm",
+        "data": {"train": {"file": "f"}},
+        "model": {"arch": "pretrained", "file": "file_start", "max_length": 16},
+    }
+    ctx = context(spec, tmp_path, [])
+    ctx.parallel = DataParallel(world=2, backend="gloo")
+    start = loaded(tiny_causal_lm(tok, layers=1, hidden=16), tok, "file_start", "model.file")
+    with pytest.raises(JobFailure, match=r"resources\.gpus") as failure:
+        LMPipeline(ctx, data=data, teacher=None, student_start=start)
+    assert failure.value.code == "invalid_spec"
