@@ -16,10 +16,10 @@ The pipeline runs every job the same way, whatever its data::
               into the typed ``JobResult`` and ``Report`` of :mod:`distill.results`
 
 A modality never sees the cache, the report's layout or the runner; the pipeline never sees a tensor of
-the modality's data. One module per modality under ``worker/modalities/`` (``tabular``, ``text``), picked
-from the spec in one place, :func:`worker.modalities.modality_for`.
+the modality's data. One module per modality under ``worker/modalities/`` (``tabular``, ``text``,
+``causal_lm``), picked from the spec in one place, :func:`worker.modalities.modality_for`.
 
-**Adding a modality** (causal LMs next): subclass :class:`Modality` in ``worker/modalities/<name>.py``,
+**Adding a modality**: subclass :class:`Modality` in ``worker/modalities/<name>.py``,
 set ``name``, implement the abstract methods, and add one line to :func:`worker.modalities.modality_for`.
 ``load`` reads the inputs with the runner's :class:`worker.inputs.InputLoader` (it runs while the job's
 temporary folder exists; keep what training needs in memory). Teacher outputs belong in
@@ -30,11 +30,13 @@ states, attention maps, sentence embeddings) as ``features`` rows in pool order;
 ``run.hooks`` (checkpoint / resume: set for the student only). ``evaluate`` returns sections whose keys are
 the report's (``test_accuracy``, ``parameters``, ``cpu_latency_ms`` at batch 1...).
 
-**From** :class:`worker.pipeline.BasePipeline` (a pipeline of one's own, as ``worker/lm_pipeline.py`` was
-first written): ``self.spec/device/event/progress/quiet/hooks`` are the same names here; its teacher-cache
-code becomes :meth:`signal_request` + :meth:`compute_signals`; its training call becomes :meth:`train`
-(``choose_auto`` and ``curves`` are the pipeline's, fed by :meth:`train` and ``Trained.history``); its
-report sections become :class:`Evaluation`; its ``JobResult`` extras become :meth:`describe_model`.
+**From** :class:`worker.pipeline.BasePipeline` (a pipeline of one's own, as causal-LM jobs first had;
+``worker/modalities/causal_lm.py`` is the result of this mapping): ``self.spec/device/event/progress/
+quiet/hooks`` are the same names here; its teacher-cache code becomes :meth:`signal_request` +
+:meth:`compute_signals` (+ :meth:`cache_figures` for more of the cache's report section); its training
+call becomes :meth:`train` (``choose_auto`` and ``curves`` are the pipeline's, fed by :meth:`train` and
+``Trained.history``); its report sections become :class:`Evaluation`; its ``JobResult`` extras become
+:meth:`describe_model`.
 """
 
 from __future__ import annotations
@@ -148,6 +150,9 @@ class Evaluation:
     """More report sections, after the common ones (text: ``speedup``, ``base_encoder``...)."""
     summary: dict[str, Any] | None = None
     """The flat result, when the modality words it itself (None: :func:`render_summary` of the report)."""
+    reference: float | None = None
+    """The teacher's value of the validation metric the curves draw (None: the teacher's
+    ``test_accuracy``); a causal LM's curves are of token accuracy."""
 
 
 class Modality(ABC):
@@ -199,6 +204,12 @@ class Modality(ABC):
     @abstractmethod
     def compute_signals(self, request: SignalRequest) -> TeacherSignals:
         """Run the teachers over the pool (once per cache key): ``ValueError`` names a bad spec field."""
+
+    def cache_figures(self, signals: TeacherSignals, stored_bytes: int, hit: bool) -> dict[str, Any]:
+        """More of the report's ``teacher_cache`` section, from the signals as the cache holds them
+        (``stored_bytes``: the entry's size) and whether they came from it. Causal LMs report bytes per
+        token and the teacher compute the cache saves; by default nothing."""
+        return {}
 
     # -- training ---------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import torch
 
 from distill.results import JobResult, Report
 from worker.engine.auto import AutoChoice, choose
-from worker.engine.report import build_report, describe_export
+from worker.engine.report import build_report, describe_export, jsonable
 from worker.engine.signals import TeacherSignals
 from worker.failures import JobFailure
 from worker.modality import JobContext, Modality, Run, SignalRequest, Trained
@@ -191,7 +191,10 @@ class Pipeline(BasePipeline):
         runs = {m.student_label if m.teachers else "model": student.history}
         if scratch is not None:
             runs[BASELINE_LABEL] = scratch.history
-        artifacts |= self.curves(runs, teacher=(report.get("teacher") or {}).get("test_accuracy"))
+        reference = figures.reference
+        if reference is None:
+            reference = (report.get("teacher") or {}).get("test_accuracy")
+        artifacts |= self.curves(runs, teacher=reference)
         report |= {
             "job_id": self.job_id,
             "name": self.spec.name,
@@ -235,19 +238,24 @@ class Pipeline(BasePipeline):
         }
         cached = self._cached(digest, request)
         if cached is not None:
+            signals, stored = cached
+            info |= self.modality.cache_figures(signals, stored, True)
             self.event(self.modality.reused_message, info)
-            return cached, {**info, "hit": True}
+            return signals, {**info, "hit": True}
         began = time.monotonic()
         try:
             signals = self.modality.compute_signals(request)
         except ValueError as exc:
             raise JobFailure("invalid_spec", f"distillation.losses: {exc}") from exc
         seconds = round(time.monotonic() - began, 3)
-        self.cache.put(digest, signals.to_bytes())
+        blob = signals.to_bytes()
+        self.cache.put(digest, blob)
+        info |= self.modality.cache_figures(signals, len(blob), False)
         self.event("teacher outputs computed once and cached", {**info, "seconds": seconds})
         return signals, {**info, "hit": False, "seconds": seconds}
 
-    def _cached(self, digest: str, request: SignalRequest) -> TeacherSignals | None:
+    def _cached(self, digest: str, request: SignalRequest) -> tuple[TeacherSignals, int] | None:
+        """The cached signals and the entry's size, or None (absent, unreadable, or not this request's)."""
         blob = self.cache.get(digest)
         if blob is None:
             return None
@@ -261,7 +269,7 @@ class Pipeline(BasePipeline):
             return None
         total = sum(request.weights)
         signals.weights = [w / total for w in request.weights]  # the cache holds each teacher apart
-        return signals
+        return signals, len(blob)
 
     # -- "auto" temperature and alpha ----------------------------------------------------------------------
 
@@ -281,4 +289,5 @@ class Pipeline(BasePipeline):
 
 
 def json_bytes(report: dict[str, Any]) -> bytes:
-    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False).encode()
+    """``report.json``: plain JSON, non-finite floats as null (a history's NaN perplexity, say)."""
+    return json.dumps(jsonable(report), indent=2, sort_keys=True, allow_nan=False).encode()

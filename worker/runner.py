@@ -52,8 +52,8 @@ from worker.inputs import InputLoader
 from worker.launch import data_parallel_for, worker_devices
 from worker.lease import DatabaseUnavailable, JobLease, Stopped, TrainingCallbacks, retrying
 from worker.lm_inputs import LMInputs, LoadedLM, LoadedLMData
-from worker.lm_pipeline import LMPipeline
 from worker.modalities import modality_for
+from worker.modalities.causal_lm import CausalLMModality
 from worker.pipeline import JobContext, Pipeline
 from worker.teacher_cache import TeacherCache
 
@@ -293,10 +293,10 @@ class Runner:
         lease: JobLease,
         resume: LoopState | None,
         parallel: DataParallel | None = None,
-    ) -> Pipeline | LMPipeline | BlackBoxPipeline:
-        """Load the job's inputs and build its pipeline: causal-LM jobs (their own pipeline, for now;
-        black-box ones collect the endpoint teacher's answers first), or
-        the one pipeline over the spec's modality (tabular, text)."""
+    ) -> Pipeline | BlackBoxPipeline:
+        """Load the job's inputs and build the one pipeline over the spec's modality (tabular, text,
+        causal_lm); a black-box causal-LM job (an endpoint teacher) collects the teacher's answers first
+        and trains on them."""
         context = JobContext(
             job_id=job.id,
             spec=spec,
@@ -312,12 +312,12 @@ class Runner:
             resume=resume,
             parallel=parallel,
         )
-        if spec.task == "causal_lm":
-            lm_data, lm_teacher, lm_start = LMInputs(loader, spec).load()
-            lease.write(event=("data loaded", lm_data.summary(0 if lm_teacher is None else 1)))
-            if isinstance(spec.teacher, EndpointTeacher):  # black-box: the teacher's answers are the data
-                return self._black_box(job, spec, context, lease, lm_data, lm_start)
-            return LMPipeline(context, data=lm_data, teacher=lm_teacher, student_start=lm_start)
+        if spec.task == "causal_lm" and isinstance(spec.teacher, EndpointTeacher):
+            lm_data, _, lm_start = LMInputs(
+                loader, spec
+            ).load()  # black-box: the teacher's answers are the data
+            lease.write(event=("data loaded", lm_data.summary(0)))
+            return self._black_box(job, spec, context, lease, lm_data, lm_start)
         modality = modality_for(spec).load(context, loader)
         lease.write(event=("data loaded", modality.data_summary()))
         return Pipeline(context, modality)
@@ -348,8 +348,8 @@ class Runner:
             )
         except EndpointFailure as failure:
             raise JobFailure("teacher_endpoint_failed", failure.message) from None
-        inner = LMPipeline(context, data=taught, teacher=None, student_start=start)
-        return BlackBoxPipeline(inner, gathered)
+        modality = CausalLMModality(context, data=taught, teacher=None, student_start=start)
+        return BlackBoxPipeline(Pipeline(context, modality), gathered)
 
     # -- database access: retried with backoff --------------------------------------------------------
 

@@ -3,24 +3,26 @@ completion position of every training example, plus the tail mass.
 
 Stored per token: ``k`` log-probabilities (float16), their token ids (int32) and the tail mass (float32):
 ``6 k + 4`` bytes, 100 bytes at the default ``k = 16`` (the full logits of a 32k-token vocabulary in
-float16 would take 64 KiB a token). Only completion positions are kept (the losses read no other). The
-blob is safetensors (never a pickle) with an ``offsets`` array: example ``i``'s rows are
-``offsets[i]:offsets[i + 1]``, in the order of :func:`worker.engine.lm_data.completion_positions`.
+float16 would take 64 KiB a token). Only completion positions are kept (the losses read no other).
+
+They are cached as the one teacher cache's :class:`~worker.engine.signals.TeacherSignals` (sequence
+signals: top-k values, indices and tail of one teacher, with ``offsets``: example ``i``'s rows are
+``offsets[i]:offsets[i + 1]``, in the order of :func:`worker.engine.lm_data.completion_positions`), through
+:meth:`TeacherTopK.to_signals` / :meth:`TeacherTopK.from_signals`; :class:`TeacherTopK` lays them out per
+training batch.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import safetensors.torch
 import torch
 
 from worker.engine.lm_data import LMExample, collate
 from worker.engine.lm_losses import TopK, top_k
+from worker.engine.signals import TeacherSignals
 
-FORMAT = "distill.lm_teacher_topk/1"
 DEFAULT_TOP_K = 16
 
 
@@ -51,19 +53,27 @@ class TeacherTopK:
         """What one token's entry takes (the offsets, one int64 per example, aside)."""
         return self.k * (self.logprobs.element_size() + self.ids.element_size()) + self.tail.element_size()
 
-    def to_bytes(self) -> bytes:
-        return safetensors.torch.save(
-            {"logprobs": self.logprobs, "ids": self.ids, "tail": self.tail, "offsets": self.offsets},
-            metadata={"format": FORMAT, "meta": json.dumps({"vocab_size": self.vocab_size})},
+    def to_signals(self, capture: Sequence[str] = ()) -> TeacherSignals:
+        """The teacher cache's form: one teacher's sequence signals (dtypes kept: 6 k + 4 bytes a token)."""
+        return TeacherSignals(
+            num_classes=self.vocab_size,
+            weights=[1.0],
+            topk_values=self.logprobs.unsqueeze(0),
+            topk_indices=self.ids.unsqueeze(0),
+            tail_mass=self.tail.unsqueeze(0),
+            offsets=self.offsets,
+            capture=list(capture),
         )
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> TeacherTopK:
-        tensors = safetensors.torch.load(blob)
-        meta = json.loads(_metadata(blob)["meta"])
-        return cls(
-            tensors["logprobs"], tensors["ids"], tensors["tail"], tensors["offsets"], meta["vocab_size"]
-        )
+    def from_signals(cls, signals: TeacherSignals) -> TeacherTopK:
+        """The top-k of :meth:`to_signals` (``ValueError`` for other signals); :meth:`align` it before use."""
+        values, ids, tail = signals.topk_values, signals.topk_indices, signals.tail_mass
+        if signals.offsets is None or values is None or ids is None or tail is None:
+            raise ValueError("not a causal-LM teacher's top-k (sequence signals with offsets)")
+        if signals.num_teachers != 1:
+            raise ValueError(f"a causal-LM job has one teacher, not {signals.num_teachers}")
+        return cls(values[0], ids[0], tail[0], signals.offsets, signals.num_classes)
 
     def batch(self, indices: Sequence[int], positions: int, device: torch.device) -> TopK:
         """The rows of examples ``indices`` laid out like :func:`collate`'s ``loss_mask``
@@ -94,12 +104,6 @@ class TeacherTopK:
                 raise ValueError(f"cached teacher outputs do not fit example {i}")
         self._first = [ex.prompt_length - 1 for ex in examples]
         return self
-
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    header_len = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + header_len])
-    return dict(header.get("__metadata__", {}))
 
 
 @torch.inference_mode()

@@ -57,6 +57,11 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (non-finite floats become None): what ``report.json`` holds."""
+    return _jsonable(value)
+
+
 def _number(section: Mapping[str, Any] | None, key: str) -> float | None:
     """``section[key]`` when it is a finite number (not a bool), else None."""
     if section is None:

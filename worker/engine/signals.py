@@ -15,6 +15,10 @@ of their stored logits at ``T`` (scaled to ``1 - tail_T``) and the tail mass ``t
 uniformly over the other classes. At ``T = 1`` the top-k probabilities and the tail mass are exact; at
 other temperatures the tail mass is that of a uniform tail (by Jensen's inequality, a lower bound of the
 true tail mass for ``T > 1``).
+
+Sequences (causal LMs): ``offsets`` makes the rows tokens, not examples: example ``i``'s rows are
+``offsets[i]:offsets[i + 1]`` (its completion positions), stored top-k in the dtypes given (float16 values,
+int32 indices: ``6 k + 4`` bytes a token). See :mod:`worker.engine.lm_cache`.
 """
 
 from __future__ import annotations
@@ -116,6 +120,8 @@ class TeacherSignals:
     tail_mass: torch.Tensor | None = None
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     capture: list[str] = field(default_factory=list)
+    offsets: torch.Tensor | None = None
+    """``[examples + 1]`` int64 for sequence signals (rows are tokens; see the module doc), else None."""
     _mixed: dict[float, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
     _weight_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
@@ -133,7 +139,13 @@ class TeacherSignals:
         stored = self.logits if self.logits is not None else self.topk_values
         if stored is not None and (stored.ndim != 3 or stored.shape[0] != len(self.weights)):
             raise ValueError(f"expected [teachers={len(self.weights)}, n, ...], got {list(stored.shape)}")
-        n = self.num_examples
+        if self.offsets is not None:
+            offsets = self.offsets
+            if offsets.ndim != 1 or len(offsets) < 1 or int(offsets[0]) != 0:
+                raise ValueError("sequence offsets must be [examples + 1] starting at 0")
+            if bool((offsets[1:] < offsets[:-1]).any()) or int(offsets[-1]) != self.num_rows:
+                raise ValueError(f"sequence offsets do not cover the {self.num_rows} stored rows")
+        n = self.num_rows
         for name, feature in self.features.items():
             if len(feature) != n:
                 raise ValueError(f"feature {name!r} has {len(feature)} rows, not {n}")
@@ -143,11 +155,18 @@ class TeacherSignals:
         return len(self.weights)
 
     @property
-    def num_examples(self) -> int:
+    def num_rows(self) -> int:
+        """Stored rows: examples, or tokens for sequence signals (``offsets``)."""
         stored = self.logits if self.logits is not None else self.topk_values
         if stored is None:  # feature-only signals
             return len(next(iter(self.features.values())))
         return int(stored.shape[1])
+
+    @property
+    def num_examples(self) -> int:
+        if self.offsets is not None:
+            return len(self.offsets) - 1
+        return self.num_rows
 
     @property
     def has_logits(self) -> bool:
@@ -172,6 +191,12 @@ class TeacherSignals:
         ``logits=False``: the caller reads only :meth:`TeacherBatch.probs` at temperatures given to
         :meth:`precompute` (and features), so the stored logits are not copied when those mixtures exist.
         """
+
+        if self.offsets is not None:
+            raise ValueError(
+                "sequence signals hold token rows: take an example's rows by offsets "
+                "(worker.engine.lm_cache.TeacherTopK.from_signals)"
+            )
 
         def take(t: torch.Tensor | None, dim: int) -> torch.Tensor | None:
             return None if t is None else t.index_select(dim, idx).to(device, non_blocking=True)
@@ -214,7 +239,7 @@ class TeacherSignals:
     def to_bytes(self) -> bytes:
         """A safetensors file; its metadata says how it was made (format, storage, top-k, capture)."""
         tensors: dict[str, torch.Tensor] = {}
-        for name in ("logits", "topk_values", "topk_indices", "tail_mass"):
+        for name in ("logits", "topk_values", "topk_indices", "tail_mass", "offsets"):
             value = getattr(self, name)
             if value is not None:
                 tensors[name] = value.contiguous()
@@ -253,6 +278,7 @@ class TeacherSignals:
             tail_mass=tensors.get("tail_mass"),
             features={k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
             capture=capture,
+            offsets=tensors.get("offsets"),
         )
 
 

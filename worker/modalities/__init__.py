@@ -8,6 +8,10 @@ from worker.modality import Modality
 
 def modality_for(spec: JobSpec) -> type[Modality]:
     """The modality of a job, from its spec: the one place that decides (text modules load lazily)."""
+    if spec.task == "causal_lm":
+        from worker.modalities.causal_lm import CausalLMModality
+
+        return CausalLMModality
     if spec.model.arch == "encoder":
         from worker.modalities.text import TextModality
 

@@ -5,6 +5,7 @@ through the cache (a second job reuses it), and the saved archive loading with f
 from __future__ import annotations
 
 import io
+import json
 import random
 import zipfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from worker.engine.lm_cache import TeacherTopK, compute_topk
 from worker.engine.lm_data import collate, encode, render
 from worker.engine.lm_losses import forward_kl, top_k
 from worker.engine.loop import NoCallbacks
+from worker.engine.signals import TeacherSignals
 from worker.lm_inputs import LoadedLM, LoadedLMData, lm_data_from_records
 from worker.lm_pipeline import LMPipeline
 from worker.pipeline import JobContext
@@ -57,16 +59,20 @@ def test_records_become_prompt_then_completion_with_the_prompt_masked() -> None:
     assert len(short.ids) == 6 and short.loss_tokens == 1
 
 
-def test_the_top_k_cache_round_trips_under_128_bytes_a_token() -> None:
+def test_the_top_k_cache_round_trips_as_teacher_signals_under_128_bytes_a_token() -> None:
     tok = char_tokenizer()
     teacher = tiny_causal_lm(tok, layers=1, hidden=32)
     examples = encode(arithmetic(10), tok, 32)
     cached = compute_topk(teacher, examples, k=16, pad_id=tok.pad_token_id, device=CPU, batch_size=4)
     assert cached.tokens == sum(ex.loss_tokens for ex in examples)
     assert cached.bytes_per_token == 16 * 2 + 16 * 4 + 4 <= 128
-    blob = cached.to_bytes()
+    # the one teacher cache's format: sequence signals, one row a token, offsets per example
+    blob = cached.to_signals(["lm_topk"]).to_bytes()
     assert len(blob) / cached.tokens < 128 + 16  # the header and per-example offsets are small
-    again = TeacherTopK.from_bytes(blob).align(examples)
+    signals = TeacherSignals.from_bytes(blob)
+    assert signals.num_examples == len(examples) and signals.num_rows == cached.tokens
+    assert signals.topk_values is not None and signals.topk_values.dtype == torch.float16
+    again = TeacherTopK.from_signals(signals).align(examples)
     batch = collate(examples[2:6], tok.pad_token_id, CPU)
     with torch.no_grad():
         live = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
@@ -75,7 +81,18 @@ def test_the_top_k_cache_round_trips_under_128_bytes_a_token() -> None:
     from_live = forward_kl(student, top_k(live, 16), batch.loss_mask)
     assert from_cache.item() == pytest.approx(from_live.item(), rel=2e-3)  # fp16 log-probabilities
     with pytest.raises(ValueError):
-        TeacherTopK.from_bytes(blob).align(examples[:5])
+        TeacherTopK.from_signals(signals).align(examples[:5])
+    with pytest.raises(ValueError, match="token rows"):  # example-indexed batches would mix tokens up
+        signals.batch(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="offsets"):
+        TeacherSignals(
+            num_classes=cached.vocab_size,
+            weights=[1.0],
+            topk_values=signals.topk_values,
+            topk_indices=signals.topk_indices,
+            tail_mass=signals.tail_mass,
+            offsets=cached.offsets[:-1],
+        )
 
 
 def test_teacher_layers_keeps_the_chosen_blocks() -> None:
@@ -151,7 +168,6 @@ def test_fine_tune_then_distil_through_the_cache(tmp_path: Path) -> None:
         teacher=loaded(teacher, tok, "job_teacher", "teacher.job"),
     ).run(0.0)
     assert second.result["teacher_cache_hit"] is True
-    import json
 
     report = json.loads(second.artifacts["report.json"])
     assert report["teacher_cache"]["teacher_compute_skipped"] == 1.0
@@ -231,3 +247,72 @@ def test_a_resumed_job_ends_where_the_uninterrupted_one_ends(tmp_path: Path) -> 
     )
     assert resumed.result["perplexity"] == pytest.approx(whole.result["perplexity"], rel=1e-5)
     assert resumed.result["teacher_cache_hit"] is True  # the teacher did not run again on resume
+
+
+def test_a_causal_lm_job_is_the_one_pipeline_over_its_modality_and_shares_the_teacher_cache(
+    tmp_path: Path,
+) -> None:
+    """modality_for picks the causal-LM modality; its teacher top-k goes through Pipeline.signals (the one
+    cache): a damaged entry under the job's key is recomputed and replaced, then reused."""
+    from worker.modalities import modality_for
+    from worker.modalities.causal_lm import CausalLMModality
+    from worker.pipeline import Pipeline
+
+    tok = char_tokenizer()
+    teacher = tiny_causal_lm(tok, layers=2, hidden=32)
+    data = LoadedLMData(train=LMDataset(arithmetic(24)), validation=LMDataset(arithmetic(8, seed=1)))
+    spec = {
+        "task": "causal_lm",
+        "data": {"train": {"file": "f"}},
+        "teacher": {"file": "file_teacher"},
+        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 16},
+        "training": {"epochs": 2, "batch_size": 8},
+    }
+    ctx = context(spec, tmp_path, [])
+    assert modality_for(ctx.spec) is CausalLMModality
+    modality = CausalLMModality(ctx, data=data, teacher=loaded(teacher, tok, "file_teacher", "teacher.file"))
+    request = modality.signal_request()
+    assert request is not None and request.top_k == 16 and request.examples == len(data.train)
+    digest = Pipeline(ctx, modality).signals()[1]["key"]  # type: ignore[index]
+    ctx.cache.put(digest, b"not safetensors")
+    events: list[str] = []
+    first = LMPipeline(
+        context(spec, tmp_path, events),
+        data=data,
+        teacher=loaded(teacher, tok, "file_teacher", "teacher.file"),
+    ).run(0.0)
+    assert first.result["teacher_cache_hit"] is False and "teacher outputs computed once and cached" in events
+    report = json.loads(first.artifacts["report.json"])
+    assert report["kind"] == "lm" and report["task"] == "causal_lm"
+    assert report["teacher_cache"]["key"] == digest and report["teacher_cache"]["bytes_per_token"] == 100
+    assert report["teacher_cache"]["teacher_compute_skipped"] == 0.5  # one teacher pass for two epochs
+    assert report["exports"]["hf"]["file"] == "model.hf.zip"
+    assert report["hyperparameters"]["optimizer_steps"] > 0
+    second = LMPipeline(
+        context(spec, tmp_path, events),
+        data=data,
+        teacher=loaded(teacher, tok, "file_teacher", "teacher.file"),
+    ).run(0.0)
+    assert second.result["teacher_cache_hit"] is True
+    assert second.result["perplexity"] == pytest.approx(first.result["perplexity"], rel=1e-6)
+
+
+def test_a_causal_lm_job_laid_out_data_parallel_fails_naming_resources_gpus(tmp_path: Path) -> None:
+    """The spec refuses gpus > 1 for causal_lm; a stored spec that got past it fails in the worker too,
+    rather than training through the tabular data-parallel path."""
+    from worker.engine.distributed import DataParallel
+    from worker.failures import JobFailure
+
+    tok = char_tokenizer()
+    data = LoadedLMData(train=LMDataset(arithmetic(8)), validation=LMDataset(arithmetic(4, seed=1)))
+    spec = {
+        "task": "causal_lm",
+        "data": {"train": {"file": "f"}},
+        "model": {"arch": "pretrained", "file": "file_start", "max_length": 16},
+    }
+    ctx = context(spec, tmp_path, [])
+    ctx.parallel = DataParallel(world=2, backend="gloo")
+    start = loaded(tiny_causal_lm(tok, layers=1, hidden=16), tok, "file_start", "model.file")
+    with pytest.raises(JobFailure, match=r"resources\.gpus") as failure:
+        LMPipeline(ctx, data=data, teacher=None, student_start=start)
+    assert failure.value.code == "invalid_spec"
