@@ -87,6 +87,10 @@ ADAM_STATE_FACTOR = 4
 """Bytes of training state per byte of parameters: the parameter, its gradient and Adam's two moments."""
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+"""An optimizer's options that choose how its update runs, not what it computes."""
+
+
 def training_state_bytes(model: nn.Module) -> int:
     """What training ``model`` with Adam holds on a device besides activations (see
     :data:`ADAM_STATE_FACTOR`); ``model`` may live on the meta device."""
@@ -121,11 +125,8 @@ class DataParallel:
 
     def describe(self) -> str:
         where = f"{self.world} CUDA devices" if self.backend == "nccl" else "CPU"
-        shard = {
-            "ddp": "",
-            "fsdp": ", sharded with FSDP",
-            "auto": ", sharded if the student does not fit one device",
-        }
+        # auto: decided when the student is built (train_model logs the choice)
+        shard = {"ddp": "", "fsdp": ", sharded with FSDP", "auto": ""}
         return f"data-parallel on {self.world} processes ({self.backend}, {where}{shard[self.sharding]})"
 
     def resolved(self, model: nn.Module, device: torch.device) -> DataParallel:
@@ -212,9 +213,11 @@ class RankGroup:
             int(i): {k: _shard_like(order[int(i)], v) for k, v in s.items()}
             for i, s in optimizer_state["state"].items()
         }
-        optimizer.load_state_dict(
-            {"state": state, "param_groups": copy.deepcopy(optimizer_state["param_groups"])}
-        )
+        # the hyperparameters are the state's; how the update runs (fused or not...) stays this run's choice
+        groups = copy.deepcopy(optimizer_state["param_groups"])
+        for group, own in zip(groups, optimizer.param_groups, strict=True):
+            group.update({k: own[k] for k in IMPLEMENTATION_FLAGS if k in own})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def shard(self, indices: torch.Tensor) -> tuple[torch.Tensor, float, int]:
         """``(mine, scale, weight)``: this rank's share of a global batch, the factor its mean loss is
@@ -268,15 +271,19 @@ def _whole(value: Any) -> Any:
 
 def _shard_like(param: torch.Tensor, value: Any) -> Any:
     """``value`` (whole) as this rank's shard of ``param``'s layout when ``param`` is sharded and ``value``
-    has its whole shape (optimizer scalars such as Adam's step stay as they are)."""
-    if isinstance(param, DTensor) and isinstance(value, torch.Tensor) and value.shape == param.shape:
+    has its whole shape (optimizer scalars such as Adam's step stay whole). Always a copy: the ranks'
+    states share memory (a spawned rank's tensors arrive in shared memory), and the optimizer updates its
+    state in place (a shared step count would advance once per rank)."""
+    if not isinstance(value, torch.Tensor):
+        return copy.deepcopy(value)
+    if isinstance(param, DTensor) and value.shape == param.shape:
         return distribute_tensor(
-            value.to(param.device_mesh.device_type, dtype=param.dtype).clone(),  # the state is shared
+            value.to(param.device_mesh.device_type, dtype=param.dtype).clone(),
             param.device_mesh,
             param.placements,
             src_data_rank=None,  # every rank holds the whole tensor: each slices its own shard
         )
-    return value
+    return value.detach().clone()
 
 
 @contextlib.contextmanager
