@@ -62,7 +62,7 @@ def test_several_gpus_are_accepted_up_to_the_servers_limit(client, acme, monkeyp
     try:
         ok = client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": {"queue": pool, "gpus": 4}})
         assert ok.status_code == 201, ok.text
-        assert ok.json()["spec"]["resources"] == {"queue": pool, "gpus": 4}
+        assert ok.json()["spec"]["resources"] == {"queue": pool, "gpus": 4, "sharding": "auto"}
         assert waiting(client, pool) == [ok.json()["id"]]
     finally:
         redis.Redis.from_url(settings.broker_url).delete(pool)

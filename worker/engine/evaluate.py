@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import safetensors.torch
 import torch
-from torch.distributed.fsdp import FSDPModule
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from distill.datasets import ArrayDataset
 from distill.nets import count_parameters
