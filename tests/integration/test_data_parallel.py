@@ -30,6 +30,9 @@ def two_device_queue(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         "DISTILL_WORKER_DEVICES": "2",
         "DISTILL_TORCH_THREADS": "1",
         "DISTILL_WORKER_ID": "ddp-worker",
+        # 1 MiB per rank for a student's training state: the small students here fit (DDP under "auto"),
+        # a [512, 512] MLP (4.6 MiB) does not (FSDP)
+        "DISTILL_WORKER_DEVICE_MEMORY_MB": "1",
     }
     log_path = tmp_path_factory.mktemp("ddp-worker") / "worker.log"
     with log_path.open("ab") as log:
@@ -139,3 +142,22 @@ def test_a_job_asking_for_fsdp_trains_its_student_sharded_across_two_processes(
 
     weights = load_file(acme.download_artifact(job["id"], "model.safetensors", tmp_path))
     assert {tuple(t.shape) for t in weights.values()} >= {(32, 64), (10, 32)}
+
+
+def test_an_auto_job_whose_student_does_not_fit_one_device_is_sharded_and_says_so(
+    stack: Any, two_device_queue: str
+) -> None:
+    acme: Client = stack.client("acme")
+    job = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "model": {"arch": "mlp", "hidden": [512, 512]},
+            "training": {"epochs": 1, "batch_size": 64, "learning_rate": 0.001, "seed": 1},
+            "resources": {"queue": two_device_queue, "gpus": 2},
+        }
+    )
+    assert job["spec"]["resources"]["sharding"] == "auto"
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=300)
+    assert final["status"] == "succeeded", final["error"]
+    parallel = next(e for e in acme.iter_events(job["id"]) if "data-parallel" in e["message"])
+    assert "on 2 processes (gloo, CPU, sharded with FSDP)" in parallel["message"]

@@ -49,6 +49,7 @@ __all__ = [  # the loop's names, re-exported for the pipelines and benchmarks th
     "TrainingDiverged",
     "check_finite",
     "pool_inputs",
+    "sharding_for",
     "train_model",
 ]
 
@@ -123,8 +124,7 @@ def train_model(
     if parallel is None or parallel.world == 1:
         return _train(*args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, None)
     if parallel.sharding == "auto":
-        with torch.device("meta"):
-            parallel = parallel.resolved(build_model(cfg), device)
+        parallel = sharding_for(parallel, cfg, device)
         log.info("data-parallel training: %s", parallel.describe())
     shared = (cfg, SharedInputs.of(inputs), training, distillation, signals)
     # sharded: a checkpoint gathers the state on every rank, so the peers checkpoint too (and discard it)
@@ -138,6 +138,16 @@ def train_model(
         ),
         peer,
     )
+
+
+def sharding_for(parallel: DataParallel, cfg: StoredModelConfig, device: torch.device) -> DataParallel:
+    """``parallel`` with an ``auto`` sharding decided for a student of ``cfg`` trained on ``device`` (rank
+    0's): FSDP when its training state does not fit one device (the model is built on the meta device to
+    be measured: no memory, no weights)."""
+    if parallel.sharding != "auto":
+        return parallel
+    with torch.device("meta"):
+        return parallel.resolved(build_model(cfg), device)
 
 
 @dataclass
