@@ -125,7 +125,7 @@ class DataParallel:
 
     def describe(self) -> str:
         where = f"{self.world} CUDA devices" if self.backend == "nccl" else "CPU"
-        # auto: decided when the student is built (train_model logs the choice)
+        # auto: not decided yet (the runner decides once the student's size is known; train_model else)
         shard = {"ddp": "", "fsdp": ", sharded with FSDP", "auto": ""}
         return f"data-parallel on {self.world} processes ({self.backend}, {where}{shard[self.sharding]})"
 
