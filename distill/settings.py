@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     """How many devices this worker offers one job (``resources.gpus`` up to it train data-parallel, one
     process per device). 0: every CUDA device it sees when it trains on CUDA, else 1. On a CPU worker a
     number above 1 runs that many gloo processes (for testing the data-parallel path without GPUs)."""
+    worker_device_memory_mb: int = Field(default=0, ge=0)
+    """CPU workers: the memory one training process may give a student's training state (parameters,
+    gradients, Adam's moments) when a data-parallel job's ``resources.sharding`` is ``auto``: a student
+    needing more is sharded with FSDP. 0: no limit (DDP). CUDA workers measure their devices' free memory."""
     distributed_timeout_seconds: float = Field(default=600.0, gt=0.0)
     """Data-parallel jobs: how long a rank waits for the others (rendezvous, a collective) before the job
     fails; rank 0 evaluates after each epoch while the others wait, so keep it above an evaluation's time."""

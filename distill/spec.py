@@ -460,6 +460,10 @@ class ResourcesSpec(_Strict):
     """Devices the job trains on: above 1, data-parallel with one process per device on one worker node
     (tabular jobs; the worker must have that many, ``DISTILL_WORKER_DEVICES``); 0 or 1: the worker's one
     device."""
+    sharding: Literal["auto", "ddp", "fsdp"] = "auto"
+    """With ``gpus > 1``: ``ddp`` keeps the whole student on every device; ``fsdp`` shards its parameters,
+    gradients and optimizer state across them (for a student whose training state does not fit one
+    device); ``auto`` picks FSDP exactly then."""
 
 
 class JobSpec(_Strict):

@@ -64,9 +64,19 @@ def data_parallel_for(
             f"workers have {gpus}",
         )
     timeout = settings.distributed_timeout_seconds
+    sharding = spec.resources.sharding
     if device.type == "cuda":
         names = visible_cuda_devices()
         first = device.index or 0
         order = [names[first], *(name for i, name in enumerate(names) if i != first)]
-        return DataParallel(world=gpus, backend="nccl", devices=tuple(order[:gpus]), timeout_s=timeout)
-    return DataParallel(world=gpus, backend="gloo", timeout_s=timeout, threads=settings.torch_threads)
+        return DataParallel(
+            world=gpus, backend="nccl", devices=tuple(order[:gpus]), timeout_s=timeout, sharding=sharding
+        )
+    return DataParallel(
+        world=gpus,
+        backend="gloo",
+        timeout_s=timeout,
+        threads=settings.torch_threads,
+        sharding=sharding,
+        memory_bytes=settings.worker_device_memory_mb * 2**20,
+    )

@@ -39,7 +39,7 @@ from distill.events import append_event
 from distill.logs import bind, log_context
 from distill.secrets import ENDPOINT_API_KEY, delete_secrets, load_secrets
 from distill.settings import Settings
-from distill.spec import EndpointTeacher, JobSpec
+from distill.spec import EndpointTeacher, JobSpec, StoredModelConfig
 from distill.storage import ObjectStore, artifact_key, delete_checkpoints, keeps_checkpoints
 from distill.tables import Artifact, Job, Tenant
 from worker.checkpoints import Checkpointer, resume_from
@@ -47,6 +47,7 @@ from worker.endpoint_teacher import AnswerLog, BlackBoxPipeline, EndpointFailure
 from worker.engine.device import resolve_device
 from worker.engine.distributed import DataParallel
 from worker.engine.loop import LoopState
+from worker.engine.train import sharding_for
 from worker.failures import JobFailure, LeaseLost
 from worker.inputs import InputLoader
 from worker.launch import data_parallel_for, worker_devices
@@ -266,6 +267,10 @@ class Runner:
                 max_archive_files=self.settings.max_archive_files,
             )
             pipeline = self._pipeline(job, spec, device, loader, lease, resume, parallel)
+        config = getattr(pipeline.modality, "config", None) if isinstance(pipeline, Pipeline) else None
+        if parallel is not None and isinstance(pipeline, Pipeline) and isinstance(config, StoredModelConfig):
+            # resources.sharding "auto": decided now that the student's size is known, so the event says it
+            parallel = pipeline.context.parallel = sharding_for(parallel, config, device)
         if parallel is not None:
             lease.write(
                 event=(

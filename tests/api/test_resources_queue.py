@@ -27,12 +27,12 @@ def test_a_job_naming_a_queue_is_sent_there_and_records_its_resources(client, ac
         )
         assert response.status_code == 201, response.text
         job = response.json()
-        assert job["spec"]["resources"] == {"queue": pool, "gpus": 1}
+        assert job["spec"]["resources"] == {"queue": pool, "gpus": 1, "sharding": "auto"}
         assert waiting(client, pool) == [job["id"]]
         assert waiting(client, settings.queue_name) == []
 
         plain = client.post("/v1/jobs", headers=acme, json=DIGITS).json()
-        assert plain["spec"]["resources"] == {"queue": None, "gpus": 1}
+        assert plain["spec"]["resources"] == {"queue": None, "gpus": 1, "sharding": "auto"}
         assert waiting(client, settings.queue_name) == [plain["id"]]
     finally:
         redis.Redis.from_url(settings.broker_url).delete(pool)
@@ -62,7 +62,7 @@ def test_several_gpus_are_accepted_up_to_the_servers_limit(client, acme, monkeyp
     try:
         ok = client.post("/v1/jobs", headers=acme, json={**DIGITS, "resources": {"queue": pool, "gpus": 4}})
         assert ok.status_code == 201, ok.text
-        assert ok.json()["spec"]["resources"] == {"queue": pool, "gpus": 4}
+        assert ok.json()["spec"]["resources"] == {"queue": pool, "gpus": 4, "sharding": "auto"}
         assert waiting(client, pool) == [ok.json()["id"]]
     finally:
         redis.Redis.from_url(settings.broker_url).delete(pool)

@@ -30,6 +30,9 @@ def two_device_queue(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         "DISTILL_WORKER_DEVICES": "2",
         "DISTILL_TORCH_THREADS": "1",
         "DISTILL_WORKER_ID": "ddp-worker",
+        # 1 MiB per rank for a student's training state: the small students here fit (DDP under "auto"),
+        # a [512, 512] MLP (4.6 MiB) does not (FSDP)
+        "DISTILL_WORKER_DEVICE_MEMORY_MB": "1",
     }
     log_path = tmp_path_factory.mktemp("ddp-worker") / "worker.log"
     with log_path.open("ab") as log:
@@ -107,3 +110,54 @@ def test_a_job_asking_more_devices_than_its_worker_has_fails_naming_resources_gp
     assert final["error"]["code"] == "insufficient_devices"
     message = final["error"]["message"]
     assert message.startswith("resources.gpus:") and "has 2" in message
+
+
+def test_a_job_asking_for_fsdp_trains_its_student_sharded_across_two_processes(
+    stack: Any, two_device_queue: str, tmp_path: Path
+) -> None:
+    acme: Client = stack.client("acme")
+    job = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "model": {"arch": "mlp", "hidden": [32]},
+            "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.01, "seed": 1},
+            "resources": {"queue": two_device_queue, "gpus": 2, "sharding": "fsdp"},
+        }
+    )
+    assert job["spec"]["resources"]["sharding"] == "fsdp"
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=300)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["result"]["test_accuracy"] > 0.8  # it learned (10 classes: chance is 0.1)
+    assert final["progress"]["epoch"] == 3 and final["progress"]["step"] == final["progress"]["steps"]
+
+    events = list(acme.iter_events(job["id"]))
+    parallel = next(e for e in events if "data-parallel" in e["message"])
+    assert "on 2 processes (gloo, CPU, sharded with FSDP)" in parallel["message"]
+    messages = [e["message"] for e in events]
+    # every rank evaluated the sharded student; rank 0 alone reported each epoch
+    assert [m for m in messages if m.startswith("epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+    # the model is whole (rank 0 gathered it): it loads outside Distill like any other student
+    from safetensors.torch import load_file
+
+    weights = load_file(acme.download_artifact(job["id"], "model.safetensors", tmp_path))
+    assert {tuple(t.shape) for t in weights.values()} >= {(32, 64), (10, 32)}
+
+
+def test_an_auto_job_whose_student_does_not_fit_one_device_is_sharded_and_says_so(
+    stack: Any, two_device_queue: str
+) -> None:
+    acme: Client = stack.client("acme")
+    job = acme.create_job(
+        {
+            "data": {"train": {"builtin": "digits"}},
+            "model": {"arch": "mlp", "hidden": [512, 512]},
+            "training": {"epochs": 1, "batch_size": 64, "learning_rate": 0.001, "seed": 1},
+            "resources": {"queue": two_device_queue, "gpus": 2},
+        }
+    )
+    assert job["spec"]["resources"]["sharding"] == "auto"
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=300)
+    assert final["status"] == "succeeded", final["error"]
+    parallel = next(e for e in acme.iter_events(job["id"]) if "data-parallel" in e["message"])
+    assert "on 2 processes (gloo, CPU, sharded with FSDP)" in parallel["message"]

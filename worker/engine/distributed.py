@@ -30,12 +30,31 @@ How a run is laid out (the decisions, in one place):
 - **Only rank 0** evaluates after each epoch, reports progress and events, and takes checkpoints (of the
   unwrapped model, so a checkpoint resumes with any number of ranks); every rank resumes from rank 0's
   state. The other ranks take part in the collectives only.
+
+**Sharded (FSDP).** With ``sharding="fsdp"`` the student is wrapped with FSDP2's ``fully_shard`` (each
+layer with parameters, then the whole model) instead of DDP: every rank holds ``1/world`` of each parameter,
+its gradient and Adam's two moments, and gathers a layer's whole weights only around that layer's forward
+and backward (one all-gather per layer and pass, and a reduce-scatter of its gradients instead of DDP's
+all-reduce). The data layout, loss scaling and stop flag are DDP's. What changes:
+
+- every rank takes part in the evaluation after each epoch (a sharded forward needs all of them; rank 0
+  alone keeps and reports the metrics);
+- a checkpoint gathers the whole model and optimizer state on every rank (to CPU memory) in the one-process
+  layout, so it resumes with one process, DDP or FSDP, and a resumed state is re-sharded on each rank;
+- the model :func:`worker.engine.train.train_model` returns is gathered whole on rank 0 at the end, for
+  the job's final evaluation and export.
+
+``sharding="auto"`` (the spec's default) picks FSDP when the student's training state (parameters,
+gradients and Adam's two moments: 4x the parameters' bytes) does not fit one device: CUDA's free memory on
+rank 0's device, or on CPU ranks ``DISTILL_WORKER_DEVICE_MEMORY_MB`` (0: no limit, so DDP).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import shutil
@@ -46,18 +65,41 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.multiprocessing.spawn import ProcessException
 from torch.nn.parallel import DistributedDataParallel
 
 from worker.engine.loop import TrainingDiverged
 
 T = TypeVar("T")
+
+Sharding = Literal["auto", "ddp", "fsdp"]
+
+ADAM_STATE_FACTOR = 4
+"""Bytes of training state per byte of parameters: the parameter, its gradient and Adam's two moments."""
+
+
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+"""An optimizer's options that choose how its update runs, not what it computes."""
+
+
+def training_state_bytes(model: nn.Module) -> int:
+    """What training ``model`` with Adam holds on a device besides activations (see
+    :data:`ADAM_STATE_FACTOR`); ``model`` may live on the meta device."""
+    return ADAM_STATE_FACTOR * sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def choose_sharding(needed_bytes: int, available_bytes: int | None) -> Literal["ddp", "fsdp"]:
+    """``"fsdp"`` when the training state does not fit the memory one device offers (None: no limit)."""
+    return "fsdp" if available_bytes is not None and needed_bytes > available_bytes else "ddp"
 
 
 @dataclass(frozen=True)
@@ -74,10 +116,29 @@ class DataParallel:
     """How long a collective (or the rendezvous) waits for a missing rank before failing."""
     threads: int = 0
     """CPU ranks: torch threads per peer process (0: PyTorch's default)."""
+    sharding: Sharding = "ddp"
+    """``ddp``: every rank holds the whole model; ``fsdp``: each holds a shard of it; ``auto``: FSDP when the
+    student's training state does not fit one device (:meth:`resolved`)."""
+    memory_bytes: int = 0
+    """CPU ranks, ``auto`` only: the memory one rank may give the student's training state (0: no limit).
+    CUDA ranks use their device's free memory."""
 
     def describe(self) -> str:
         where = f"{self.world} CUDA devices" if self.backend == "nccl" else "CPU"
-        return f"data-parallel on {self.world} processes ({self.backend}, {where})"
+        # auto: not decided yet (the runner decides once the student's size is known; train_model else)
+        shard = {"ddp": "", "fsdp": ", sharded with FSDP", "auto": ""}
+        return f"data-parallel on {self.world} processes ({self.backend}, {where}{shard[self.sharding]})"
+
+    def resolved(self, model: nn.Module, device: torch.device) -> DataParallel:
+        """This layout with ``auto`` sharding decided for ``model`` (built, e.g. on the meta device, but not
+        trained) on ``device``, rank 0's."""
+        if self.sharding != "auto":
+            return self
+        if device.type == "cuda":
+            available: int | None = torch.cuda.mem_get_info(device)[0]
+        else:
+            available = self.memory_bytes or None
+        return dataclasses.replace(self, sharding=choose_sharding(training_state_bytes(model), available))
 
 
 class PeerFailed(RuntimeError):
@@ -88,9 +149,13 @@ class RankGroup:
     """One rank's view of the run: which shard of a batch it trains on and the collectives :func:`fit`
     calls (see the module docstring)."""
 
-    def __init__(self, rank: int, world: int, device: torch.device) -> None:
+    def __init__(self, rank: int, world: int, device: torch.device, sharding: Sharding = "ddp") -> None:
+        if sharding == "auto":
+            raise ValueError("a rank group trains with a decided sharding: DataParallel.resolved first")
         self.rank, self.world, self.device = rank, world, device
+        self.sharded = sharding == "fsdp"
         self._ddp: DistributedDataParallel | None = None
+        self._fsdp: FSDPModule | None = None
 
     @property
     def is_main(self) -> bool:
@@ -98,10 +163,61 @@ class RankGroup:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` wrapped in DDP (its forward is what the step must call); parameters are broadcast from
-        rank 0, so every rank starts from the same weights."""
-        ids = [self.device.index or 0] if self.device.type == "cuda" else None
-        self._ddp = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
-        return self._ddp
+        rank 0, so every rank starts from the same weights.
+
+        Sharded: ``model`` itself is sharded in place (FSDP2: each submodule with parameters of its own,
+        then the root) and returned; its parameters become new ``DTensor`` ones, so an optimizer must be
+        built over them after this call. Every rank starts from rank 0's weights (broadcast first)."""
+        if not self.sharded:
+            ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
+            return self._ddp
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                dist.broadcast(tensor, src=0)
+        mesh = init_device_mesh(self.device.type, (self.world,))
+        for module in list(model.modules())[1:]:
+            if any(True for _ in module.parameters(recurse=False)):
+                fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        assert isinstance(model, FSDPModule)
+        self._fsdp = model
+        return model
+
+    def full_state(
+        self, model: nn.Module, optimizer: torch.optim.Optimizer
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Sharded: the whole model and optimizer state, in the one-process layout (plain CPU tensors,
+        the optimizer's state keyed by parameter index). A collective: every rank calls it, in step."""
+        model_state = {k: _whole(v) for k, v in model.state_dict().items()}
+        optimizer_state = optimizer.state_dict()
+        return model_state, {
+            "state": {i: {k: _whole(v) for k, v in s.items()} for i, s in optimizer_state["state"].items()},
+            "param_groups": copy.deepcopy(optimizer_state["param_groups"]),
+        }
+
+    def load_full_state(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        model_state: dict[str, Any],
+        optimizer_state: dict[str, Any],
+    ) -> None:
+        """Sharded: load a whole state (:meth:`full_state`'s or a one-process run's), each rank keeping its
+        shard (every rank holds the whole state: no communication)."""
+        params = dict(model.named_parameters())
+        sharded = {k: _shard_like(params[k], v) if k in params else v for k, v in model_state.items()}
+        model.load_state_dict(sharded)
+        order = [p for group in optimizer.param_groups for p in group["params"]]
+        state = {
+            int(i): {k: _shard_like(order[int(i)], v) for k, v in s.items()}
+            for i, s in optimizer_state["state"].items()
+        }
+        # the hyperparameters are the state's; how the update runs (fused or not...) stays this run's choice
+        groups = copy.deepcopy(optimizer_state["param_groups"])
+        for group, own in zip(groups, optimizer.param_groups, strict=True):
+            group.update({k: own[k] for k in IMPLEMENTATION_FLAGS if k in own})
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
 
     def shard(self, indices: torch.Tensor) -> tuple[torch.Tensor, float, int]:
         """``(mine, scale, weight)``: this rank's share of a global batch, the factor its mean loss is
@@ -114,6 +230,8 @@ class RankGroup:
 
     def no_sync(self, sync: bool) -> contextlib.AbstractContextManager[None]:
         """Within an accumulation group, no gradient all-reduce until its last batch."""
+        if self._fsdp is not None:
+            return _fsdp_gradient_sync(self._fsdp, sync)
         if sync or self._ddp is None:
             return contextlib.nullcontext()
         return self._ddp.no_sync()
@@ -144,6 +262,42 @@ class RankGroup:
             offset += g.numel()
 
 
+def _whole(value: Any) -> Any:
+    """A sharded tensor gathered whole (a collective), on CPU; anything else as it is (copied)."""
+    if isinstance(value, DTensor):
+        return value.full_tensor().cpu()
+    return value.detach().cpu().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+
+
+def _shard_like(param: torch.Tensor, value: Any) -> Any:
+    """``value`` (whole) as this rank's shard of ``param``'s layout when ``param`` is sharded and ``value``
+    has its whole shape (optimizer scalars such as Adam's step stay whole). Always a copy: the ranks'
+    states share memory (a spawned rank's tensors arrive in shared memory), and the optimizer updates its
+    state in place (a shared step count would advance once per rank)."""
+    if not isinstance(value, torch.Tensor):
+        return copy.deepcopy(value)
+    if isinstance(param, DTensor) and value.shape == param.shape:
+        return distribute_tensor(
+            value.to(param.device_mesh.device_type, dtype=param.dtype).clone(),
+            param.device_mesh,
+            param.placements,
+            src_data_rank=None,  # every rank holds the whole tensor: each slices its own shard
+        )
+    return value.detach().clone()
+
+
+@contextlib.contextmanager
+def _fsdp_gradient_sync(model: FSDPModule, sync: bool) -> Iterator[None]:
+    if sync:
+        yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
 def run_data_parallel(
     parallel: DataParallel,
     device: torch.device,
@@ -172,7 +326,7 @@ def run_data_parallel(
             parallel.backend, init_method=init_method, rank=0, world_size=parallel.world, timeout=timeout
         )
         try:
-            result = main(RankGroup(0, parallel.world, device))
+            result = main(RankGroup(0, parallel.world, device, parallel.sharding))
             dist.barrier()  # every rank is past its last collective before any tears the group down
         finally:
             dist.destroy_process_group()
@@ -213,7 +367,7 @@ def _peer_entry(
     )
     try:
         try:
-            peer(RankGroup(rank, parallel.world, device))
+            peer(RankGroup(rank, parallel.world, device, parallel.sharding))
         except TrainingDiverged:
             pass  # every rank sees the same summed loss: rank 0 reports it for the job
         else:

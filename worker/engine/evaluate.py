@@ -12,6 +12,7 @@ import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 
 from distill.datasets import ArrayDataset
 from distill.nets import count_parameters
@@ -43,8 +44,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 def predict_logits(
     model: nn.Module, x: np.ndarray, device: torch.device, batch_size: int = 1024
 ) -> torch.Tensor:
-    """Logits for every example of ``x`` (CPU float32 ``[n, classes]``); moves ``model`` to ``device``."""
-    model.to(device)
+    """Logits for every example of ``x`` (CPU float32 ``[n, classes]``); moves ``model`` to ``device`` (a
+    sharded FSDP model stays where its shards are: every rank must run this, in step)."""
+    if not isinstance(model, FSDPModule):
+        model.to(device)
     inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     outputs: list[torch.Tensor] = []
     with eval_mode(model), torch.inference_mode():

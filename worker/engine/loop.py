@@ -161,7 +161,9 @@ class Loop:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     ranks: RankGroup | None = None
     """Data-parallel: this process's rank; ``step`` must then run the DDP-wrapped model
-    (:meth:`RankGroup.wrap`). None: one process."""
+    (:meth:`RankGroup.wrap`). None: one process. Sharded (FSDP): ``model`` is the sharded model, every rank
+    runs ``evaluate`` and, when any rank has a ``checkpoint``, every rank must be given one (the state is
+    gathered by all of them; the peers' may discard it)."""
 
     @property
     def steps_per_epoch(self) -> int:
@@ -213,12 +215,17 @@ def fit(
             totals = state.totals.to(loop.device).clone()
 
     def snapshot(epoch: int, at: int, epoch_shuffle: torch.Tensor, sums: torch.Tensor) -> LoopState:
+        if ranks is not None and ranks.sharded:  # gathered whole on every rank (a collective)
+            model_state, optimizer_state = ranks.full_state(model, loop.optimizer)
+        else:
+            model_state = copy.deepcopy(model.state_dict())
+            optimizer_state = copy.deepcopy(loop.optimizer.state_dict())
         return LoopState(
             epoch=epoch,
             position=at,
             step=step,
-            model=copy.deepcopy(model.state_dict()),
-            optimizer=copy.deepcopy(loop.optimizer.state_dict()),
+            model=model_state,
+            optimizer=optimizer_state,
             scheduler=None if loop.scheduler is None else copy.deepcopy(loop.scheduler.state_dict()),
             shuffle=epoch_shuffle.clone(),
             rng=torch.get_rng_state(),
@@ -293,6 +300,9 @@ def fit(
         if main:
             with torch.inference_mode():
                 metrics |= loop.evaluate()
+        elif ranks is not None and ranks.sharded:  # a sharded forward needs every rank: rank 0 keeps them
+            with torch.inference_mode():
+                loop.evaluate()
         history.append({"epoch": float(epoch), **metrics})
         cb.on_epoch(
             epoch=epoch,
@@ -312,10 +322,13 @@ def fit(
 
 
 def _restore(loop: Loop, state: LoopState) -> None:
-    loop.model.load_state_dict(state.model)
-    # a copy: Optimizer.load_state_dict keeps the state's tensors and updates them in place, which would
-    # change the LoopState (reused by another run, or shared with the other ranks' processes)
-    loop.optimizer.load_state_dict(copy.deepcopy(state.optimizer))
+    if loop.ranks is not None and loop.ranks.sharded:  # each rank keeps its shard of the whole state
+        loop.ranks.load_full_state(loop.model, loop.optimizer, state.model, state.optimizer)
+    else:
+        loop.model.load_state_dict(state.model)
+        # a copy: Optimizer.load_state_dict keeps the state's tensors and updates them in place, which would
+        # change the LoopState (reused by another run, or shared with the other ranks' processes)
+        loop.optimizer.load_state_dict(copy.deepcopy(state.optimizer))
     if loop.scheduler is not None and state.scheduler is not None:
         loop.scheduler.load_state_dict(state.scheduler)
     if loop.extra is not None and state.extra:

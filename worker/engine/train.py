@@ -11,6 +11,7 @@ over its labeled examples.
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from dataclasses import dataclass, field
 
@@ -38,6 +39,8 @@ from worker.engine.loop import (
 from worker.engine.objective import build_objective
 from worker.engine.signals import TeacherSignals
 
+log = logging.getLogger(__name__)
+
 __all__ = [  # the loop's names, re-exported for the pipelines and benchmarks that train tabular students
     "NoCallbacks",
     "TrainCallbacks",
@@ -46,6 +49,7 @@ __all__ = [  # the loop's names, re-exported for the pipelines and benchmarks th
     "TrainingDiverged",
     "check_finite",
     "pool_inputs",
+    "sharding_for",
     "train_model",
 ]
 
@@ -119,8 +123,13 @@ def train_model(
     args = (cfg, inputs, training, distillation, signals, device)
     if parallel is None or parallel.world == 1:
         return _train(*args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, None)
+    if parallel.sharding == "auto":
+        parallel = sharding_for(parallel, cfg, device)
+        log.info("data-parallel training: %s", parallel.describe())
     shared = (cfg, SharedInputs.of(inputs), training, distillation, signals)
-    peer = functools.partial(_peer, shared, temperature, alpha, state, checkpoint_every)
+    # sharded: a checkpoint gathers the state on every rank, so the peers checkpoint too (and discard it)
+    gathers = parallel.sharding == "fsdp" and checkpoint is not None
+    peer = functools.partial(_peer, shared, temperature, alpha, state, checkpoint_every, gathers)
     return run_data_parallel(
         parallel,
         device,
@@ -129,6 +138,16 @@ def train_model(
         ),
         peer,
     )
+
+
+def sharding_for(parallel: DataParallel, cfg: StoredModelConfig, device: torch.device) -> DataParallel:
+    """``parallel`` with an ``auto`` sharding decided for a student of ``cfg`` trained on ``device`` (rank
+    0's): FSDP when its training state does not fit one device (the model is built on the meta device to
+    be measured: no memory, no weights)."""
+    if parallel.sharding != "auto":
+        return parallel
+    with torch.device("meta"):
+        return parallel.resolved(build_model(cfg), device)
 
 
 @dataclass
@@ -169,9 +188,11 @@ def _peer(
     alpha: float | None,
     state: LoopState | None,
     checkpoint_every: int,
+    gathers: bool,
     ranks: RankGroup,
 ) -> None:
-    """A spawned rank's part of :func:`train_model`: the same run on its own device, without callbacks."""
+    """A spawned rank's part of :func:`train_model`: the same run on its own device, without callbacks
+    (``gathers``: a sharded run whose rank 0 checkpoints; this rank takes part and discards the state)."""
     cfg, inputs, training, distillation, signals = shared
     _train(
         cfg,
@@ -184,10 +205,14 @@ def _peer(
         temperature,
         alpha,
         state,
-        None,
+        _discard if gathers else None,
         checkpoint_every,
         ranks,
     )
+
+
+def _discard(state: LoopState) -> None:
+    """A peer's checkpoint in a sharded run: it helped gather the state; rank 0 saves it."""
 
 
 def _train(
@@ -224,9 +249,12 @@ def _train(
         has_teacher=signals is not None,
         student_input=x[:2].to(device),
     )
-    optimizer = adam([*model.parameters(), *objective.parameters()], training, device)
+    # DDP's forward all-reduces the gradients; FSDP shards ``model`` in place, replacing its parameters,
+    # so the optimizer is built after the wrap
+    net = model if ranks is None else ranks.wrap(model)
+    sharded = ranks is not None and ranks.sharded
+    optimizer = adam([*model.parameters(), *objective.parameters()], training, device, fused=not sharded)
     student_features = FeatureCapture(model, objective.student_layers, role="student")
-    net = model if ranks is None else ranks.wrap(model)  # DDP's forward all-reduces the gradients
     if signals is not None:
         signals.precompute(objective.temperatures)
 
@@ -265,13 +293,22 @@ def _train(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
     )
+    if sharded:  # gathered whole (every rank takes part) for rank 0's final evaluation and export
+        assert ranks is not None
+        whole, _ = ranks.full_state(model, optimizer)
+        model = build_model(cfg).to(device)
+        model.load_state_dict(whole)
+        model.eval()
     return TrainOutcome(model=model, stopped=outcome.stopped, history=outcome.history)
 
 
-def adam(params: list[nn.Parameter], training: TrainingSpec, device: torch.device) -> torch.optim.Adam:
+def adam(
+    params: list[nn.Parameter], training: TrainingSpec, device: torch.device, *, fused: bool = True
+) -> torch.optim.Adam:
     """Adam with the spec's learning rate and weight decay; the fused implementation (one kernel for all
-    parameters instead of a loop of small ops per parameter) on CPU and CUDA, the same update rule."""
-    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
+    parameters instead of a loop of small ops per parameter) on CPU and CUDA, the same update rule
+    (``fused=False``: the default implementation, for sharded parameters)."""
+    fused = fused and device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(
         params, lr=training.learning_rate, weight_decay=training.weight_decay, fused=fused or None
     )
