@@ -8,6 +8,9 @@ from ``config.json`` and the safetensors headers (:class:`HFModelInfo`, the file
 loading any weights and without torch: the API imports this module. Remote code (``auto_map``) and pickled
 weights (``.bin``, ``.pt``...) are refused; a job's HF-format student is packed by :func:`pack_folder` as
 :data:`HF_ARCHIVE_ARTIFACT` with a README from :func:`model_card`.
+
+(Over 500 lines: extraction limits, the allowed names, inspection and packing are one security boundary for
+uploaded archives; they are kept and tested together.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Besides shapes and ranges, ``JobSpec`` validates the rules between its own field
 teacher, text jobs take one teacher...: :mod:`distill.spec_rules`), so the Python client can check a spec
 before sending it. Rules that need to know what a reference is (a dataset's classes, a teacher's layers)
 are in :mod:`distill.plan`, one pure function that the API and the worker both call.
+
+(Over 500 lines: the spec is one public contract — every field a user may send, with its range and its
+docstring — shared by the API, the worker and the client; its rules live in spec_rules and plan.)
 """
 
 from __future__ import annotations

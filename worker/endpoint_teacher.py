@@ -10,6 +10,10 @@ answered prompts again. Each answer keeps the teacher's reasoning where the serv
 
 The API key travels only in the ``Authorization`` header: it is never logged, never in an event, an error
 message (a server's error text is scrubbed of it) or an artifact.
+
+(Over 500 lines: the HTTP client with its retries, the bounded concurrent collection, the resumable answer
+log and the records it hands the causal-LM pipeline are one contract — what is asked, kept and trained on
+— and are tested together.)
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@ teachers (with the sha256 of their weights, which keys the teacher-output cache)
 against the spec by :func:`distill.plan.plan`, the same function the API ran on submission.
 
 Files and teacher jobs are looked up within the job's tenant, never by id alone.
+
+(Over 500 lines: one loader for every kind of input — tabular, text and Hugging Face models — so that
+tenancy, the fetch from the store and the plan check are written once.)
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ epoch's end (``worker.checkpoints``); a job taken over (after a worker was lost,
 from the last one its job row records, and its checkpoints are deleted when it ends unless the spec keeps
 them.
 The engine knows nothing of this: it gets arrays, a teacher module and callbacks.
+
+(Over 500 lines: every ending of a job — succeeded, failed, cancelled, handed back, lease lost — is a fenced
+transition here, beside the claim and the pipeline's wiring, so the whole life of a job reads in one file.)
 """
 
 from __future__ import annotations

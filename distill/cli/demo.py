@@ -11,6 +11,9 @@ It starts ``distill standalone`` (API + worker, SQLite, filesystem queue, local 
 then compares the three (accuracy, size, CPU speed), writes ``results.json`` and downloads the distilled
 student with its report and training curves (``curves.svg``). Everything worth tuning is in the
 constants below.
+
+(Over 500 lines: the demo is one script a newcomer reads top to bottom: start the service, the three jobs,
+the comparison and the downloads, with its messages; split, it would read as a puzzle.)
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ A causal language model is trained on prompt/completion records (or chat ``messa
 Every loss is summed over completion tokens and divided by the token count of the optimizer step's whole
 batch (``Loop.weight``), so gradient accumulation equals one big batch. Temperatures are the losses' own
 or the spec's (no "auto" trials: :meth:`CausalLMModality.chooses`), and there is no from-scratch baseline.
+
+(Over 500 lines: the modality's hooks — signals, the three kinds of run, evaluation with generation, the
+Hugging Face archive and its model card — are one module by the seam's design: a kind of job is one module.)
 """
 
 from __future__ import annotations
