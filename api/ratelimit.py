@@ -11,11 +11,11 @@ import asyncio
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import Storage as AsyncStorage
-from limits.aio.strategies import FixedWindowRateLimiter as AsyncFixedWindowRateLimiter
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 from redis.exceptions import NoScriptError
@@ -66,16 +66,18 @@ class _Pipelined:
     """Redis counter increments of the requests that reach the limiter in the same turn of the event loop,
     sent as one pipeline (one round trip, one socket write and read) instead of one round trip each: under
     load, several polls arrive together. Each is still its own atomic INCRBY-and-EXPIRE (``limits``' own
-    script, keys and prefix), so counts stay exact and shared with the sync limiter of the other routes."""
+    script, keys and prefix), so counts stay exact and shared with the sync limiter of the other routes;
+    each answer also carries the counter's time to live (the window's end), read in the same round trip."""
 
     def __init__(self, storage: Any) -> None:
         self._bridge = storage.bridge  # limits' redis-py bridge: its client, key prefix and scripts
-        self._waiting: list[tuple[str, int, asyncio.Future[int]]] = []
+        self._waiting: list[tuple[str, int, int, asyncio.Future[tuple[int, float]]]] = []
         self._gathering = False
 
-    async def incr(self, key: str, expiry: int) -> int:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting.append((self._bridge.prefixed_key(key), expiry, future))
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> tuple[int, float]:
+        """Add ``amount`` to ``key``'s counter: ``(the count now, seconds left in its window)``."""
+        future: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((self._bridge.prefixed_key(key), expiry, amount, future))
         if not self._gathering:  # the first of this turn sends everyone's, after one yield
             self._gathering = True
             await asyncio.sleep(0)
@@ -83,47 +85,94 @@ class _Pipelined:
             await self._send(batch)
         return await future
 
-    async def _send(self, batch: list[tuple[str, int, asyncio.Future[int]]]) -> None:
+    async def _send(self, batch: list[tuple[str, int, int, asyncio.Future[tuple[int, float]]]]) -> None:
         script = self._bridge.lua_incr_expire
+        client = self._bridge.get_connection()
         try:
             try:
-                pipe = self._bridge.get_connection().pipeline(transaction=False)
-                for key, expiry, _ in batch:
-                    pipe.evalsha(script.sha, 1, key, expiry, 1)
-                counts = await pipe.execute()
+                pipe = client.pipeline(transaction=False)
+                for key, expiry, amount, _ in batch:
+                    pipe.evalsha(script.sha, 1, key, expiry, amount)
+                    pipe.pttl(key)
+                answers = await pipe.execute()
             except NoScriptError:  # a new (or flushed) Redis: the script loads with the first one alone
-                counts = [await script(keys=[key], args=[expiry, 1]) for key, expiry, _ in batch]
+                answers = []
+                for key, expiry, amount, _ in batch:
+                    answers += [await script(keys=[key], args=[expiry, amount]), await client.pttl(key)]
         except Exception as error:
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(error)
             return
-        for (_, _, future), count in zip(batch, counts, strict=True):
+        for index, (_, expiry, _, future) in enumerate(batch):
+            count, pttl = int(answers[2 * index]), int(answers[2 * index + 1])
             if not future.done():
-                future.set_result(int(count))
+                future.set_result((count, pttl / 1000 if pttl > 0 else float(expiry)))
+
+
+@dataclass
+class _Lease:
+    """Requests of one key and window taken from the shared counter ahead of use, spent without I/O."""
+
+    tokens: int = 0
+    ends: float = 0.0
+    """``time.monotonic()`` at which the window (the Redis counter) ends: the unspent tokens lapse."""
+    size: int = 1
+    """How many the next take asks for: doubled while the key spends them within the window, back to
+    one when the window ends with some unspent (a key that polls rarely takes one at a time)."""
 
 
 class AsyncRateLimiter:
     """The same fixed-window counters as :class:`RateLimiter` (same Redis keys), counted without blocking
-    the event loop and pipelined (:class:`_Pipelined`): the async status poll's path. Its Redis client
-    belongs to the event loop that made it."""
+    the event loop: the async status poll's path. Its Redis client belongs to the event loop that made it.
+
+    A key that polls often takes its requests from the shared counter in batches (:class:`_Lease`: 1, 2,
+    4... up to 1/:data:`LEASE_SHARE` of the limit) and spends them in this process without a round trip;
+    increments of the requests of one event-loop turn go in one pipeline (:class:`_Pipelined`). The counter
+    stays shared and is never exceeded: what a process took and has not spent yet is only refused to the
+    key's other processes, at most ``limit / LEASE_SHARE`` per API process and window (and lapses with
+    the window). A limit of up to ``LEASE_SHARE`` requests per window is counted one request at a time,
+    exactly."""
+
+    LEASE_SHARE = 16
 
     def __init__(self, items: list[RateLimitItem], storage: AsyncStorage) -> None:
         self.items = items
-        self._limiter = AsyncFixedWindowRateLimiter(storage)
         self._counter = _Pipelined(storage)
+        self._leases: dict[str, _Lease] = {}
 
     async def hit(self, ident: str) -> None:
         for item in self.items:
             try:
-                count = await self._counter.incr(item.key_for("api-key", ident), item.get_expiry())
-                if count <= item.amount:
-                    continue
-                reset = (await self._limiter.get_window_stats(item, "api-key", ident)).reset_time
+                allowed, retry_after = await self._take(item, ident)
             except Exception:  # the counter store is down: let the request through
                 log.warning("rate limiter unavailable; request of %s not counted", ident, exc_info=True)
                 return
-            raise RateLimited(str(item), max(1, math.ceil(reset - time.time())))
+            if not allowed:
+                raise RateLimited(str(item), max(1, math.ceil(retry_after)))
+
+    async def _take(self, item: RateLimitItem, ident: str) -> tuple[bool, float]:
+        key = item.key_for("api-key", ident)
+        lease = self._leases.setdefault(key, _Lease())
+        now = time.monotonic()
+        if now >= lease.ends:  # the window ended: what is left of its lease lapses
+            if lease.tokens > 0:  # some went unspent: take fewer next time
+                lease.size = 1
+            lease.tokens = 0
+        if lease.tokens > 0:
+            lease.tokens -= 1
+            return True, 0.0
+        cap = max(1, item.amount // self.LEASE_SHARE)
+        size = min(lease.size, cap)
+        count, left = await self._counter.incr(key, item.get_expiry(), size)
+        granted = min(size, max(0, item.amount - (count - size)))
+        lease.ends = time.monotonic() + left
+        if granted == 0:
+            lease.size = 1
+            return False, left
+        lease.tokens += granted - 1  # (+=: requests of the same turn may each have taken some)
+        lease.size = min(size * 2, cap)
+        return True, 0.0
 
 
 def make_async_rate_limiter(settings: Settings) -> AsyncRateLimiter | None:

@@ -8,6 +8,7 @@ import asyncio
 
 import httpx
 from fastapi.testclient import TestClient
+from redis import Redis
 from services_app import new_key
 from sqlalchemy import select, text
 
@@ -134,3 +135,38 @@ def test_the_polls_rate_limit_is_shared_with_the_other_routes_and_exact_under_a_
     limited = next(a for a in answers[2:] if a.status_code == 429)
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert limited.json()["error"]["code"] == "rate_limited"
+
+
+def test_frequent_polls_take_their_counts_in_batches_and_two_processes_never_pass_the_shared_limit(
+    api_settings, acme
+):
+    """A key that polls often takes requests from the shared Redis counter in batches (at most 1/16 of the
+    limit per take) and spends them without a round trip; two API processes together never let more than
+    the limit through, and refuse at most one batch each that the counter still had."""
+    job_id = add_job(api_settings, "acme")
+    settings = api_settings.model_copy(update={"rate_limit": "64/minute"})
+    apps = [create_app(settings), create_app(settings)]
+
+    async def polls() -> list[int]:
+        clients = [
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") for app in apps
+        ]
+        try:
+            codes = []
+            for i in range(120):
+                codes.append((await clients[i % 2].get(f"/v1/jobs/{job_id}", headers=acme)).status_code)
+            return codes
+        finally:
+            for http in clients:
+                await http.aclose()
+
+    codes = asyncio.run(polls())
+    for app in apps:
+        app.state.engine.dispose()
+    passed = codes.count(200)
+    assert 64 - 2 * 4 <= passed <= 64, codes
+    assert set(codes) == {200, 429}
+    assert codes.index(429) >= 64 - 2 * 4  # nothing refused while the counter had room for a batch
+    redis = Redis.from_url(api_settings.broker_url)
+    counted = [int(redis.get(k)) for k in redis.scan_iter("distill-ratelimit*")]
+    assert counted and max(counted) >= 64  # every request went through the shared counter
