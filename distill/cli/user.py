@@ -139,7 +139,8 @@ def emit(
 
 files_app = typer.Typer(
     no_args_is_help=True,
-    help=f"Upload and manage datasets ({DATASET_FORMATS}) and models (.safetensors).",
+    help=f"Upload and manage datasets ({DATASET_FORMATS}) and models (.safetensors, or a Hugging Face "
+    "model folder zipped or tarred).",
 )
 
 
@@ -193,8 +194,10 @@ def files_upload(
         PurposeChoice, typer.Option("--purpose", "-p", help="dataset (the default) or model.")
     ] = PurposeChoice.dataset,
 ) -> None:
-    """Upload a dataset (CSV, Parquet, JSONL or NPZ: numeric features and an optional label column, or a
-    text field for text jobs) or a model (.safetensors written by Distill); it is validated on upload."""
+    """Upload a dataset (CSV, Parquet, JSONL or NPZ: numeric features and an optional label column, a text
+    field for text jobs, or prompt/completion or chat messages for causal-LM jobs) or a model (a
+    .safetensors written by Distill, or a Hugging Face model: the folder save_pretrained writes, as .zip,
+    .tar or .tar.gz); it is validated on upload."""
     with session(ctx) as client:
         file = client.upload_file(path, purpose.value)
     emit(ctx, file, object_table(file.to_dict(), title=f"uploaded {file.id}"), [file.id])
@@ -489,7 +492,7 @@ artifacts_app = typer.Typer(no_args_is_help=True, help="List and download a fini
 
 @artifacts_app.command("list")
 def artifacts_list(ctx: typer.Context, job_id: str) -> None:
-    """List a job's artifacts (model.safetensors, report.json, curves.svg, exports)."""
+    """List a job's artifacts (model.safetensors or model.hf.zip, report.json, curves.svg, exports)."""
     with session(ctx) as client:
         page = client.list_artifacts(job_id)
     table = Table("name", "size", "sha256", title=f"artifacts of {job_id}", title_justify="left")
