@@ -20,7 +20,6 @@ from distill.events import append_event
 from distill.hfarchive import HFModelInfo, is_hf_meta
 from distill.ids import new_job_id
 from distill.jobstate import JobStatus
-from distill.lminfo import CausalLMInfo, is_causal_lm_meta
 from distill.modelfile import BUILTIN_TEXT_TEACHERS, TextModelInfo
 from distill.plan import Plan, Resolved, TeacherInfo, plan
 from distill.queue import enqueue_job
@@ -89,14 +88,10 @@ def _teacher_info(session: Session, tenant: Tenant, teacher: TeacherRef, field: 
             return HFModelInfo.from_meta(job.result["hf_model"])
         if "text_model" in job.result:
             return TextModelInfo.from_meta(job.result["text_model"])
-        if "lm_model" in job.result:
-            return CausalLMInfo.from_meta(job.result["lm_model"])
         return StoredModelConfig.model_validate(job.result["model_config"])
     row = _usable_file(session, tenant, teacher.file, "model", field.removesuffix(".file"))
     if is_hf_meta(row.meta):  # an uploaded archive (a causal LM's is read as one by the causal-LM plan)
         return HFModelInfo.from_meta(row.meta)
-    if is_causal_lm_meta(row.meta):
-        return CausalLMInfo.from_meta(row.meta)
     if row.meta.get("kind") == "text":
         return TextModelInfo.from_meta(row.meta)
     return StoredModelConfig.model_validate(row.meta["config"])
