@@ -35,7 +35,8 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 _HOW_TO = (
     "Distill models are .safetensors files written by Distill (download a job's model), or by "
     "safetensors.torch.save_file(model.state_dict(), path, metadata={'distill.format': '1', "
-    "'distill.config': StoredModelConfig(...).model_dump_json()})"
+    "'distill.config': StoredModelConfig(...).model_dump_json()}); a Hugging Face model comes as the whole "
+    "folder save_pretrained writes (config.json, *.safetensors, tokenizer files), zipped or tarred"
 )
 
 

@@ -18,7 +18,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -400,11 +400,14 @@ def _chain(first: list[Generation], rest: Iterator[Generation]) -> Iterator[Gene
 
 def serve(
     folder: Path, *, name: str, host: str = "127.0.0.1", port: int = 8001, api_key: str | None = None,
-    device: str = "cpu",
+    device: str = "cpu", loaded: Callable[[], None] | None = None,
 ) -> None:  # fmt: skip
-    """Load ``folder`` and serve it until interrupted."""
+    """Load ``folder`` and serve it until interrupted; ``loaded`` is called once the model is in memory,
+    just before the server binds (so "serving on …" is not said while the weights still load)."""
     import uvicorn
 
     model, tokenizer = load_model_dir(folder, device)
     app = build_app(ChatModel(model, tokenizer, name), api_key=api_key)
+    if loaded is not None:
+        loaded()
     uvicorn.run(app, host=host, port=port, log_level="info")

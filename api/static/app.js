@@ -239,19 +239,29 @@ function followEvents(id, onEvent, onEnd) {
 
 // ------------------------------------------------------------------------------------------- charts
 
+const ACC_METRICS = [
+  { key: "val_accuracy", test: "test_accuracy", title: "Validation accuracy" },
+  { key: "val_token_accuracy", test: "token_accuracy", title: "Validation token accuracy" },
+  { key: "val_cosine", test: "test_cosine", title: "Validation cosine similarity" },
+];
+
 async function refreshMetrics(id) {
   const metrics = await api(`/v1/jobs/${id}/metrics`).catch(() => null);
   if (!metrics) return;
   const acc = [], loss = [], lines = [];
+  // classifiers report val_accuracy, causal LMs val_token_accuracy, embedding students val_cosine
+  const metric = ACC_METRICS.find((m) => metrics.series.some((s) => s.points.some((p) => typeof p[m.key] === "number")))
+    || ACC_METRICS[0];
+  $("#acc-title").textContent = metric.title;
   for (const s of metrics.series) {
     const color = COLORS[s.role] || "#555";
     if (s.role === "teacher") {
-      const y = s.summary.val_accuracy ?? s.summary.test_accuracy;
+      const y = s.summary[metric.key] ?? s.summary[metric.test];
       if (typeof y === "number") lines.push({ name: s.name, role: s.role, color, y });
       continue;
     }
     const pts = (key) => s.points.filter((p) => typeof p[key] === "number").map((p) => ({ x: p.epoch, y: p[key] }));
-    acc.push({ name: s.name, role: s.role, color, points: pts("val_accuracy") });
+    acc.push({ name: s.name, role: s.role, color, points: pts(metric.key) });
     loss.push({ name: `${s.name} train`, role: s.role, color, points: pts("train_loss") });
     if (s.role === "student") loss.push({ name: `${s.name} val`, role: "val", color: COLORS.val, points: pts("val_loss") });
   }

@@ -93,9 +93,15 @@ def serve_model(
 
     folder = model_dir if model_dir is not None else fetch_job_model(ctx, str(job_id))
     served = name or (job_id if job_id is not None else folder.resolve().name)
-    typer.echo(f"serving {served} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+    typer.echo(f"loading {folder} on {device}", err=True)
+
+    def loaded() -> None:
+        typer.echo(f"serving {served} on http://{host}:{port}/v1 (Ctrl-C stops)", err=True)
+
     try:
-        serve(folder, name=served, host=host, port=port, api_key=api_key or None, device=device)
+        serve(
+            folder, name=served, host=host, port=port, api_key=api_key or None, device=device, loaded=loaded
+        )
     except ServingError as exc:
         raise user.fail(str(exc)) from exc
 

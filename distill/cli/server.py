@@ -287,6 +287,8 @@ def standalone(
     Ctrl-C or SIGTERM stops both."""
     settings = server_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # alembic's plugin and context lines would bury the first start's key and next steps
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     migrate()
     url = f"http://{host}:{port}"
     key = _create_key(settings, DEFAULT_TENANT, only_if_none=True)

@@ -30,7 +30,7 @@ STATUS_STYLES = {
     "cancelled": "magenta",
 }
 # Keys under which an event's ``data`` (or the job's ``progress``) may carry the validation accuracy.
-VAL_ACCURACY_KEYS = ("val_accuracy", "validation_accuracy", "val_acc")
+VAL_ACCURACY_KEYS = ("val_accuracy", "validation_accuracy", "val_acc", "val_token_accuracy")
 
 
 def styled_status(status: str | None) -> str:
@@ -229,7 +229,7 @@ class JobBars:
 
 SPARKS = "▁▂▃▄▅▆▇█"
 # report.json's validation metrics, in order of preference (text embedding jobs have val_cosine).
-CURVE_METRICS = ("val_accuracy", "val_cosine")
+CURVE_METRICS = ("val_accuracy", "val_token_accuracy", "val_cosine")
 
 
 def _finite(value: Any) -> float | None:

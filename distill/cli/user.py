@@ -261,9 +261,31 @@ def _jobs_table(jobs: list[JobRead]) -> Table:
     return table
 
 
+def _lm_result_table(result: dict[str, Any]) -> Table:
+    """A causal-LM job's metrics: held-out exact match, token accuracy, perplexity, size and speed."""
+    table = Table("", "exact match", "token accuracy", "perplexity", "parameters", "tokens/s")
+    for row, prefix in (("model", ""), ("teacher", "teacher_")):
+        if row == "teacher" and f"{prefix}parameters" not in result:
+            continue
+        table.add_row(
+            row,
+            fmt_pct(result.get(f"{prefix}exact_match")),
+            fmt_pct(result.get(f"{prefix}token_accuracy")),
+            fmt_num(result.get(f"{prefix}perplexity"), 3),
+            fmt_num(result.get(f"{prefix}parameters")),
+            fmt_num(result.get(f"{prefix}tokens_per_second"), 0),
+        )
+    return table
+
+
 def result_table(job: JobRead) -> Table:
     """The job's metrics: the student's and, for a distillation, the teacher's."""
     result: dict[str, Any] = job.result or {}
+    if "exact_match" in result or "token_accuracy" in result:
+        table = _lm_result_table(result)
+        table.title = f"{job.id} {escape(job.name or '')}".strip()
+        table.title_justify = "left"
+        return table
     table = Table("", "test accuracy", "parameters", "CPU latency (ms, batch 1)", "CPU throughput (ex/s)")
     table.title = f"{job.id} {escape(job.name or '')}".strip()
     table.title_justify = "left"

@@ -38,10 +38,7 @@ def read(path: Path, filename: str) -> ArrayDataset:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
             if "x" not in names:
-                raise DatasetError(
-                    f"{filename!r}: the NPZ has no array named 'x' (it has {names}); "
-                    "save with np.savez(path, x=inputs, y=labels)"
-                )
+                raise DatasetError(_no_x(filename, names))
             x = _load_member(npz, "x", filename)
             y = _load_member(npz, "y", filename) if "y" in names else None
     except DatasetError:
@@ -49,6 +46,19 @@ def read(path: Path, filename: str) -> ArrayDataset:
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise DatasetError(f"{filename!r}: cannot read the NPZ ({exc}); re-save it with np.savez") from exc
     return _check_npz_arrays(x, y, filename)
+
+
+def _no_x(filename: str, names: list[str]) -> str:
+    """Why a zip without ``x`` is no dataset; a Hugging Face model folder zipped is told where it belongs."""
+    if "config.json" in names or any(name.endswith(".safetensors") for name in names):
+        return (
+            f"{filename!r} is a model archive (it has {names}), not a dataset: upload it with purpose=model "
+            "(distill files upload PATH --purpose model)"
+        )
+    return (
+        f"{filename!r}: the NPZ has no array named 'x' (it has {names}); "
+        "save with np.savez(path, x=inputs, y=labels)"
+    )
 
 
 def _check_npz_sizes(path: Path, filename: str, max_bytes: int | None = None) -> None:
@@ -92,10 +102,7 @@ def inspect(path: Path, filename: str, max_array_bytes: int | None = None) -> Da
             _check_entries(infos, filename, limit)
             by_name = {info.filename.removesuffix(".npy"): info for info in infos}
             if "x" not in by_name:
-                raise DatasetError(
-                    f"{filename!r}: the NPZ has no array named 'x' (it has {sorted(by_name)}); "
-                    "save with np.savez(path, x=inputs, y=labels)"
-                )
+                raise DatasetError(_no_x(filename, sorted(by_name)))
             n, shape = _inspect_x(zf, by_name["x"], filename)
             classes = _inspect_y(zf, by_name["y"], n, filename) if "y" in by_name else None
     except DatasetError:

@@ -131,3 +131,43 @@ def test_sparklines_share_a_scale_and_leave_gaps() -> None:
     assert curve_lines({"history": [{"val_cosine": 0.8}]})[1] == "  model  ▅  0.800 → 0.800"
     long = curve_lines({"history": [{"val_accuracy": i / 99} for i in range(100)]}, width=10)
     assert "▁" in long[1] and long[1].count("█") == 1 and "(100 epochs" in long[0]
+
+
+def test_a_causal_lm_job_shows_its_own_figures_and_curve() -> None:
+    from rich.console import Console
+
+    from distill.cli.user import result_table
+    from distill.schemas import JobRead
+
+    now = datetime.now(UTC)
+    job = JobRead.model_validate(
+        {
+            "id": "job_1",
+            "object": "job",
+            "name": "sums",
+            "status": "succeeded",
+            "spec": {},
+            "progress": {},
+            "created_at": now,
+            "started_at": now,
+            "finished_at": now,
+            "error": None,
+            "cancel_requested": False,
+            "result": {
+                "exact_match": 0.875,
+                "token_accuracy": 0.95,
+                "perplexity": 1.25,
+                "parameters": 45720,
+                "tokens_per_second": 1234.5,
+                "teacher_exact_match": 0.99,
+                "teacher_parameters": 209984,
+            },
+        }
+    )
+    console = Console(width=200, record=True)
+    console.print(result_table(job))
+    text = console.export_text()
+    assert "exact match" in text and "token accuracy" in text and "test accuracy" not in text
+    assert "87.50%" in text and "99.00%" in text and "209,984" in text
+    lines = curve_lines({"history": [{"val_token_accuracy": 0.5}, {"val_token_accuracy": 0.9}]})
+    assert lines[0].startswith("val_token_accuracy per epoch") and lines[1].endswith("0.500 → 0.900")

@@ -92,3 +92,14 @@ def test_truncated_npz(tmp_path: Path) -> None:
         read_dataset(write(tmp_path, "t.npz", data[: len(data) // 2]), "t.npz")
     with pytest.raises(DatasetError):
         inspect_dataset(write(tmp_path, "t.npz", data[: len(data) // 2]), "t.npz")
+
+
+def test_a_model_archive_uploaded_as_a_dataset_is_told_where_it_belongs(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "my-model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.safetensors", b"\0" * 16)
+    with pytest.raises(DatasetError, match=r"is a model archive .* upload it with purpose=model"):
+        inspect_dataset(path, "my-model.zip")
