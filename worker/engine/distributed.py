@@ -55,6 +55,7 @@ import contextlib
 import copy
 import ctypes
 import dataclasses
+import functools
 import multiprocessing
 import os
 import shutil
@@ -77,9 +78,10 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.multiprocessing.spawn import ProcessException
 from torch.nn.parallel import DistributedDataParallel
 
-from worker.engine.loop import TrainingDiverged
+from worker.engine.loop import Checkpoint, LoopState, NoCallbacks, TrainCallbacks, TrainingDiverged
 
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 Sharding = Literal["auto", "ddp", "fsdp"]
 
@@ -160,6 +162,12 @@ class RankGroup:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def own(self, module: M) -> M:
+        """This rank's copy of a module that reached it through :func:`train_data_parallel`'s arguments:
+        rank 0's own object, a deep copy on the other ranks (the spawn pickler hands them rank 0's tensors
+        in shared memory: trained as they are, every rank would update the one set of weights)."""
+        return module if self.is_main else copy.deepcopy(module)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` wrapped in DDP (its forward is what the step must call); parameters are broadcast from
@@ -342,6 +350,64 @@ def run_data_parallel(
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_data_parallel(
+    parallel: DataParallel,
+    device: torch.device,
+    train: Callable[..., T],
+    callbacks: TrainCallbacks,
+    *,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+) -> T:
+    """One training run on every rank: ``train(ranks=, device=, callbacks=, state=, checkpoint=,
+    checkpoint_every=)`` here as rank 0, with the job's ``callbacks`` and ``checkpoint``, and in each spawned
+    rank on that rank's device without them (a sharded run's peers help gather each checkpoint and discard
+    it). ``train`` must pickle (a ``functools.partial`` of a module-level function); modules among its
+    arguments reach the peers in shared memory with rank 0's (see :meth:`RankGroup.own`) and must be on the
+    CPU (a CUDA tensor would start CUDA in a peer before it claims its own device). Returns rank 0's
+    result."""
+    if parallel.sharding == "auto":
+        raise ValueError("data-parallel training needs a decided sharding: DataParallel.resolved first")
+    gathers = parallel.sharding == "fsdp" and checkpoint is not None
+    peer = functools.partial(_train_peer, train, state, checkpoint_every, gathers)
+
+    def main(ranks: RankGroup) -> T:
+        return train(
+            ranks=ranks,
+            device=device,
+            callbacks=callbacks,
+            state=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+
+    return run_data_parallel(parallel, device, main, peer)
+
+
+def _train_peer(
+    train: Callable[..., object],
+    state: LoopState | None,
+    checkpoint_every: int,
+    gathers: bool,
+    ranks: RankGroup,
+) -> None:
+    """A spawned rank's part of :func:`train_data_parallel` (``gathers``: a sharded run whose rank 0
+    checkpoints; this rank takes part in gathering each state and discards it)."""
+    train(
+        ranks=ranks,
+        device=ranks.device,
+        callbacks=NoCallbacks(),
+        state=state,
+        checkpoint=_discard if gathers else None,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def _discard(state: LoopState) -> None:
+    """A peer's checkpoint in a sharded run: it helped gather the state; rank 0 saves it."""
 
 
 def _peer_entry(
