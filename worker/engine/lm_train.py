@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from distill.spec import CELoss, ForwardKLLoss, JSDLoss, LossSpec, OnPolicySpec, ReverseKLLoss, TrainingSpec
-from worker.engine.distributed import DataParallel, RankGroup, train_data_parallel
+from worker.engine.distributed import DataParallel, RankGroup, for_ranks, train_data_parallel
 from worker.engine.lm import generate, token_metrics
 from worker.engine.lm_cache import TeacherTopK
 from worker.engine.lm_data import LMExample, collate
@@ -88,10 +88,9 @@ def train_lm(
         )
     if parallel.sharding != "ddp":
         raise ValueError("resources.sharding: causal_lm students train data-parallel with DDP only")
-    # the ranks receive the models through the spawn pickler: CPU tensors (rank 0 moves them back)
-    student.cpu()
+    for_ranks(student)  # the ranks receive the models through the spawn pickler
     if run.teacher is not None:
-        run.teacher.cpu()
+        for_ranks(run.teacher)
     return train_data_parallel(
         parallel,
         device,
@@ -116,7 +115,8 @@ def _train(
 ) -> FitOutcome:
     t, train, terms = run.training, run.train, run.terms
     student = (student if ranks is None else ranks.own(student)).to(device)
-    teacher = None if run.teacher is None else run.teacher.to(device).eval()
+    teacher = run.teacher if run.teacher is None or ranks is None else ranks.received(run.teacher)
+    teacher = None if teacher is None else teacher.to(device).eval()
     on_policy, cached = run.on_policy, run.cached
     rank = 0 if ranks is None else ranks.rank
     coin = torch.Generator().manual_seed(t.seed + 1)  # the same draws on every rank: live batches agree

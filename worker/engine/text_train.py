@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.spec import AttentionLoss, CELoss, LossSpec
-from worker.engine.distributed import DataParallel, RankGroup, train_data_parallel
+from worker.engine.distributed import DataParallel, RankGroup, for_ranks, train_data_parallel
 from worker.engine.evaluate import eval_mode
 from worker.engine.features import attention_key
 from worker.engine.loop import Checkpoint, Loop, LoopState, NoCallbacks, TrainCallbacks, fit, stack_values
@@ -112,7 +112,7 @@ RANK_ARGUMENTS = ("device", "callbacks", "state", "checkpoint", "checkpoint_ever
 def _data_parallel(run: Callable[..., TextTrainOutcome], arguments: dict[str, Any]) -> TextTrainOutcome:
     """``run`` (one of this module's trainings) data-parallel: called on every rank with ``arguments``
     (its own, as ``locals()`` gives them on entry) and ``ranks``; rank 0 keeps the job's callbacks and
-    checkpoint. Models go to the ranks on the CPU (rank 0's run moves its own back)."""
+    checkpoint. Models go to the ranks ready for them (:func:`~worker.engine.distributed.for_ranks`)."""
     parallel = arguments.pop("parallel")
     assert isinstance(parallel, DataParallel)
     if parallel.sharding != "ddp":
@@ -121,7 +121,7 @@ def _data_parallel(run: Callable[..., TextTrainOutcome], arguments: dict[str, An
     arguments.pop("ranks")
     for value in arguments.values():
         if isinstance(value, nn.Module):
-            value.cpu()
+            for_ranks(value)
     return train_data_parallel(
         parallel,
         _device(own["device"]),
@@ -206,13 +206,17 @@ def distill_embeddings(
     it for each rank's run). Every rank computes missing teacher outputs itself: pass them cached.
     """
     if parallel is not None and parallel.world > 1:
-        return _data_parallel(distill_embeddings, locals())
+        arguments = locals()
+        if teacher_train is not None and teacher_val is not None:
+            arguments["teacher"] = None  # cached outputs: the ranks need no teacher
+        return _data_parallel(distill_embeddings, arguments)
     began = time.perf_counter()
     _check_texts("train", train_texts)
     _check_texts("validation", val_texts)
     dev, cb = _device(device), callbacks or NoCallbacks()
     if ranks is not None:
         student = ranks.own(student)
+        teacher = None if teacher is None else ranks.received(teacher)
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     if teacher_train is None or teacher_val is None:
@@ -326,6 +330,8 @@ def train_text_classifier(
     y_train = _labels("train", train_labels, len(train_texts), k)
     y_val = _labels("validation", val_labels, len(val_texts), k)
     dev, cb = _device(device), callbacks or NoCallbacks()
+    if ranks is not None:
+        encoder = ranks.received(encoder)  # (cloned below: every rank trains its own copy)
     torch.manual_seed(seed)
     model = TextClassifier(clone_text_model(encoder), k).to(dev)  # type: ignore[arg-type]
     train_tokens = tokenize(tokenizer, train_texts, max_length)
@@ -525,6 +531,7 @@ def distill_text_classifier(
     dev, cb = _device(device), callbacks or NoCallbacks()
     if ranks is not None:
         student = ranks.own(student)
+        teacher = None if teacher is None else ranks.received(teacher)
     main = ranks is None or ranks.is_main
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
