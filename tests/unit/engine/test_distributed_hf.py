@@ -23,14 +23,28 @@ import torch
 from engine_support import TWO_RANKS, Recorder, no_dropout, weights
 from lm_support import char_tokenizer, tiny_causal_lm, tiny_classifier
 
-from distill.spec import CELoss, ForwardKLLoss, LossSpec, TrainingSpec
+from distill.spec import (
+    AttentionLoss,
+    CELoss,
+    ForwardKLLoss,
+    KDLoss,
+    LossSpec,
+    OnPolicySpec,
+    TrainingSpec,
+)
 from worker.engine.hf import HFTextClassifier
 from worker.engine.lm_cache import TeacherTopK, compute_topk
 from worker.engine.lm_data import LMExample, encode
 from worker.engine.lm_train import LMTraining, train_lm
 from worker.engine.loop import LoopState
-from worker.engine.text import tokenize
-from worker.engine.text_train import classifier_signals, distill_text_classifier
+from worker.engine.text import TextClassifier, build_text_student, tokenize
+from worker.engine.text_inference import _run_batched
+from worker.engine.text_train import (
+    classifier_signals,
+    distill_embeddings,
+    distill_text_classifier,
+    train_text_classifier,
+)
 
 CPU = torch.device("cpu")
 TOLERANCE = 1e-6
@@ -152,7 +166,29 @@ def test_a_causal_lm_checkpoint_from_two_ranks_resumes_with_two_ranks_where_one_
     assert (weights(again) - weights(one)).abs().max().item() < TOLERANCE
 
 
-def test_an_hf_text_classifier_distilled_by_two_ranks_gets_one_processs_weights(tok: Any) -> None:
+def test_an_on_policy_causal_lm_trains_in_two_ranks_each_sampling_its_own_prompts(tok: Any) -> None:
+    # every rank draws the same coin, so all of them take a live batch together; each samples completions
+    # of its own shard's prompts (so the run matches one process in distribution only) and runs the
+    # teacher on them
+    examples = encode(records(10, 2), tok, max_length=48)
+    teacher = no_dropout(tiny_causal_lm(tok, layers=2, hidden=32, seed=1)).eval()
+    student = no_dropout(tiny_causal_lm(tok, arch="llama", layers=1, hidden=32, seed=2))
+    on_policy = OnPolicySpec(fraction=0.5, max_new_tokens=6)
+    run = lm_run(tok, examples, KD, teacher=teacher, on_policy=on_policy)
+    two = copy.deepcopy(student)
+    rec = Recorder()
+    outcome = train_lm(two, run, CPU, rec, parallel=TWO_RANKS)
+    assert not outcome.stopped and len(rec.steps) == 2 * 3 and len(outcome.history) == 2
+    assert all(h["forward_kl_loss"] > 0 and h["val_perplexity"] < float("inf") for h in outcome.history)
+    assert (weights(two) - weights(student)).abs().max().item() > 100 * TOLERANCE
+
+
+@pytest.mark.parametrize("attention", [False, True], ids=["kd+ce", "kd+ce+attention"])
+def test_an_hf_text_classifier_distilled_by_two_ranks_gets_one_processs_weights(
+    tok: Any, attention: bool
+) -> None:
+    # with an attention term the student also runs outside DDP's forward (its attention maps): the
+    # gradients of both passes reach DDP's all-reduce together
     rng = random.Random(3)
     texts = [
         " ".join(
@@ -198,3 +234,105 @@ def test_an_hf_text_classifier_distilled_by_two_ranks_gets_one_processs_weights(
     for got, want in zip(two.history, one.history, strict=True):
         assert abs(got["train_loss"] - want["train_loss"]) < TEXT_TOLERANCE
         assert got["val_agreement"] == want["val_agreement"]  # rank 0 ran the teacher on the validation texts
+
+
+def sentences(n: int, seed: int, length: int | None = None) -> list[str]:
+    """Sentences of common words (one MiniLM token each): ``length`` words each, else 2 to 9."""
+    rng = random.Random(seed)
+    words = ["the", "film", "was", "good", "bad", "a", "long", "plot", "and", "dull", "fine", "cast"]
+    return [" ".join(rng.choice(words) for _ in range(length or rng.randrange(2, 10))) for _ in range(n)]
+
+
+def test_a_minilm_student_matching_embeddings_in_two_ranks_gets_one_processs_weights(minilm: Any) -> None:
+    # the student's forward is its pooled embedding: what DDP runs (a module of its own around it)
+    teacher, tokenizer = minilm
+    train, val = sentences(13, 0), sentences(5, 1)
+    outputs = [_run_batched(teacher.pooled, tokenize(tokenizer, t, 32), CPU, 64) for t in (train, val)]
+    torch.manual_seed(0)
+    student = no_dropout(build_text_student(teacher, layers=1))
+    settings: dict[str, Any] = {
+        "teacher_train": outputs[0],
+        "teacher_val": outputs[1],
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 0.0005,
+        "max_length": 32,
+        "freeze_word_embeddings": True,
+        "device": CPU,
+    }
+    one = distill_embeddings(None, copy.deepcopy(student), tokenizer, train, val, **settings)
+    two = distill_embeddings(
+        None, copy.deepcopy(student), tokenizer, train, val, parallel=TWO_RANKS, **settings
+    )
+    assert (learned(two.model) - learned(one.model)).abs().max().item() < TEXT_TOLERANCE
+    assert (learned(two.model) - learned(student)).abs().max().item() > 100 * TEXT_TOLERANCE
+    for got, want in zip(two.history, one.history, strict=True):
+        assert abs(got["val_cosine"] - want["val_cosine"]) < TEXT_TOLERANCE
+
+
+def test_a_classifier_head_over_a_frozen_encoder_trains_in_two_ranks_as_in_one(minilm: Any) -> None:
+    # a teacher job: the encoder's embeddings are computed once per rank; DDP runs the head alone
+    teacher, tokenizer = minilm
+    texts = sentences(15, 2)
+    labels = [int("good" in t) for t in texts]
+    torch.manual_seed(0)
+    encoder = no_dropout(build_text_student(teacher, layers=1))
+    settings: dict[str, Any] = {"num_classes": 2, "epochs": 2, "batch_size": 4, "lr": 0.01, "device": CPU}
+    one = train_text_classifier(encoder, tokenizer, texts, labels, texts[:5], labels[:5], **settings)
+    two = train_text_classifier(
+        encoder, tokenizer, texts, labels, texts[:5], labels[:5], parallel=TWO_RANKS, **settings
+    )
+    assert (weights(two.model) - weights(one.model)).abs().max().item() < TEXT_TOLERANCE
+    assert (weights(two.model.head) - weights(one.model.head)).abs().max().item() < TEXT_TOLERANCE
+    for got, want in zip(two.history, one.history, strict=True):
+        assert abs(got["train_loss"] - want["train_loss"]) < TEXT_TOLERANCE
+
+
+def test_a_minilm_classifier_with_an_attention_loss_distilled_by_two_ranks_gets_one_processs_weights(
+    minilm: Any,
+) -> None:
+    # the attention term runs the student a second time outside DDP's forward (for its attention maps):
+    # the gradients of both passes reach DDP's all-reduce together. The term is a mean over the batch's
+    # real (query, key) pairs, so with texts of different lengths a rank's shard mean is the one-process
+    # mean only in expectation: texts of one length here make it exact
+    encoder, tokenizer = minilm
+    texts = sentences(13, 3, length=6)
+    assert len({len(ids) for ids in tokenize(tokenizer, texts, 32).ids}) == 1
+    labels = [int("good" in t) for t in texts]
+    torch.manual_seed(0)
+    teacher = TextClassifier(copy.deepcopy(encoder), 2).eval()
+    student = no_dropout(build_text_student(teacher, layers=1))
+    signals = classifier_signals(teacher, tokenize(tokenizer, texts, 32), [2], device=CPU)
+    settings: dict[str, Any] = {
+        "train_labels": labels,
+        "losses": [
+            KDLoss(type="kd", weight=0.6),
+            CELoss(type="ce", weight=0.4),
+            AttentionLoss(type="attention", weight=0.5, layer_map=[(0, 2)]),
+        ],
+        "temperature": 2.0,
+        "epochs": 2,
+        "batch_size": 4,
+        "lr": 0.0005,
+        "seed": 4,
+        "max_length": 32,
+        "signals": signals,
+        "device": CPU,
+    }
+    one = distill_text_classifier(
+        teacher, copy.deepcopy(student), tokenizer, texts, texts[:5], labels[:5], **settings
+    )
+    two = distill_text_classifier(
+        teacher,
+        copy.deepcopy(student),
+        tokenizer,
+        texts,
+        texts[:5],
+        labels[:5],
+        parallel=TWO_RANKS,
+        **settings,
+    )
+    assert (learned(two.model) - learned(one.model)).abs().max().item() < TEXT_TOLERANCE
+    assert (learned(two.model) - learned(student)).abs().max().item() > 100 * TEXT_TOLERANCE
+    for got, want in zip(two.history, one.history, strict=True):
+        assert abs(got["attention_loss"] - want["attention_loss"]) < TEXT_TOLERANCE
