@@ -111,7 +111,7 @@ def _no_lm_fields(spec: JobSpec) -> None:
 def _causal_lm_rules(spec: JobSpec) -> None:
     """A ``causal_lm`` job: a causal-LM student, at most one teacher, token-level losses only, and none of
     the fields that only classifiers read."""
-    _one_device(spec, "causal_lm")
+    _unsharded(spec, "causal_lm")
     model = spec.model
     if spec.task != "causal_lm":
         raise SpecError(
@@ -209,18 +209,22 @@ def _lm_shape_rules(model: object) -> None:
         raise SpecError("model.layers", f"model.layers: {model.layers} names a layer twice")
 
 
-def _one_device(spec: JobSpec, kind: str) -> None:
-    if spec.resources.gpus > 1:
-        raise SpecError(
-            "resources.gpus",
-            f"resources.gpus: {kind} jobs train on one device for now ({spec.resources.gpus} asked); "
-            "data-parallel training (gpus above 1) is built for tabular students: use gpus 1",
-        )
+def unsharded_message(kind: str) -> str:
+    """Why a ``text`` or ``causal_lm`` job cannot ask for ``resources.sharding: fsdp``."""
+    return (
+        f"resources.sharding: {kind} jobs train data-parallel with DDP (every device holds the whole "
+        "student); sharding with FSDP is built for tabular students: use sharding ddp or auto"
+    )
+
+
+def _unsharded(spec: JobSpec, kind: str) -> None:
+    if spec.resources.gpus > 1 and spec.resources.sharding == "fsdp":
+        raise SpecError("resources.sharding", unsharded_message(kind))
 
 
 def _text_rules(spec: JobSpec, model: EncoderConfig) -> None:
     """A text job (an ``encoder`` student): one teacher that fits the task, engine options it supports."""
-    _one_device(spec, "text")
+    _unsharded(spec, "text")
     if spec.data.augment is not None:
         raise SpecError(
             "data.augment",

@@ -15,6 +15,7 @@ import torch
 
 from distill.settings import Settings
 from distill.spec import JobSpec
+from distill.spec_rules import unsharded_message
 from worker.engine.distributed import DataParallel
 from worker.failures import JobFailure
 
@@ -48,12 +49,12 @@ def data_parallel_for(
     gpus = spec.resources.gpus
     if gpus <= 1:
         return None
-    if spec.model.arch == "encoder":  # the spec refuses it too; a worker never trusts that alone
-        raise JobFailure(
-            "invalid_spec",
-            "resources.gpus: text jobs train on one device for now; data-parallel training is built for "
-            "tabular students: use gpus 1",
-        )
+    sharding = spec.resources.sharding
+    kind = "causal_lm" if spec.task == "causal_lm" else "text" if spec.model.arch == "encoder" else None
+    if kind is not None:  # Hugging Face students: DDP ("auto" too); the spec refuses fsdp, a worker checks
+        if sharding == "fsdp":
+            raise JobFailure("invalid_spec", unsharded_message(kind))
+        sharding = "ddp"
     have = worker_devices(settings, device)
     if gpus > have:
         kind = "CUDA devices" if device.type == "cuda" else "devices (DISTILL_WORKER_DEVICES)"
@@ -64,7 +65,6 @@ def data_parallel_for(
             f"workers have {gpus}",
         )
     timeout = settings.distributed_timeout_seconds
-    sharding = spec.resources.sharding
     if device.type == "cuda":
         names = visible_cuda_devices()
         first = device.index or 0

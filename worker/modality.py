@@ -82,7 +82,8 @@ class JobContext:
     resume: LoopState | None = None
     """A state given earlier to ``checkpoint``: the student's training goes on from it."""
     parallel: DataParallel | None = None
-    """``resources.gpus > 1``: the student's training runs data-parallel in this layout (tabular jobs)."""
+    """``resources.gpus > 1``: the student's training runs data-parallel in this layout (every modality;
+    text and causal-LM students with DDP only)."""
 
     def student_hooks(self) -> dict[str, Any]:
         """The keyword arguments of :func:`worker.engine.train.train_model` for the student's run."""

@@ -1,5 +1,5 @@
 """``resources``: a job's message goes to the queue of the worker pool it names; ``gpus`` is checked
-(data-parallel jobs up to ``DISTILL_MAX_GPUS``; text jobs on one device)."""
+(data-parallel jobs up to ``DISTILL_MAX_GPUS``; text and causal-LM jobs unsharded)."""
 
 from __future__ import annotations
 
@@ -68,16 +68,16 @@ def test_several_gpus_are_accepted_up_to_the_servers_limit(client, acme, monkeyp
         redis.Redis.from_url(settings.broker_url).delete(pool)
 
 
-def test_a_text_job_asking_for_several_gpus_answers_422_naming_resources_gpus(client, acme):
+def test_a_text_job_asking_for_several_sharded_gpus_answers_422_naming_resources_sharding(client, acme):
     spec = {
         "data": {"train": {"builtin": "digits"}},
         "model": {"arch": "encoder", "layers": 1},
-        "resources": {"gpus": 2},
+        "resources": {"gpus": 2, "sharding": "fsdp"},
     }
     response = client.post("/v1/jobs", headers=acme, json=spec)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
-    assert error["field"] == "resources.gpus" and "text jobs" in error["message"]
+    assert error["field"] == "resources.sharding" and "text jobs" in error["message"]
 
 
 def test_a_queue_no_pool_serves_answers_422_when_the_pools_are_listed(client, acme, monkeypatch):

@@ -1,19 +1,24 @@
 """``resources.gpus: 2`` through the REST API: a real ``distill worker`` offering two CPU devices
-(``DISTILL_WORKER_DEVICES=2``) trains the student data-parallel in two gloo processes; a job asking for more
-devices than the worker has fails naming ``resources.gpus``."""
+(``DISTILL_WORKER_DEVICES=2``) trains the student data-parallel in two gloo processes, tabular, causal-LM
+and text students alike; a job asking for more devices than the worker has fails naming
+``resources.gpus``."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import random
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import delete_queue_keys, stop_process
+from lm_support import archive, char_tokenizer, tiny_causal_lm, tiny_classifier
 
 from distill.client.sdk import Client
 
@@ -161,3 +166,106 @@ def test_an_auto_job_whose_student_does_not_fit_one_device_is_sharded_and_says_s
     assert final["status"] == "succeeded", final["error"]
     parallel = next(e for e in acme.iter_events(job["id"]) if "data-parallel" in e["message"])
     assert "on 2 processes (gloo, CPU, sharded with FSDP)" in parallel["message"]
+
+
+def parallel_event(client: Client, job_id: str) -> str:
+    """The job's event that says how it trains, and that every epoch was reported once (rank 0)."""
+    events = [e["message"] for e in client.iter_events(job_id)]
+    epochs = [m for m in events if m.startswith("epoch")]
+    assert epochs == [f"epoch {i}/{len(epochs)}" for i in range(1, len(epochs) + 1)] and epochs
+    return next(m for m in events if "data-parallel" in m)
+
+
+def test_a_causal_lm_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model_loads(
+    stack: Any, two_device_queue: str, tmp_path: Path
+) -> None:
+    acme: Client = stack.client("acme-lm-ddp")
+    rng = random.Random(0)
+    path = tmp_path / "sums.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"prompt": f"{a}+{b}=", "completion": str(a + b)}) + "\n"
+            for a, b in ((rng.randrange(50), rng.randrange(50)) for _ in range(60))
+        )
+    )
+    data = acme.upload_file(path)
+    tok = char_tokenizer()
+    teacher_path = tmp_path / "teacher.zip"
+    teacher_path.write_bytes(archive(tiny_causal_lm(tok, layers=2, hidden=32), tok))
+    teacher = acme.upload_file(teacher_path, purpose="model")
+    job = acme.create_job(
+        {
+            "task": "causal_lm",
+            "data": {"train": {"file": data["id"]}},
+            "teacher": {"file": teacher["id"]},
+            "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "max_length": 12},
+            "distillation": {
+                "losses": [{"type": "forward_kl", "weight": 0.9}, {"type": "ce", "weight": 0.1}]
+            },
+            "training": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003},
+            "resources": {"queue": two_device_queue, "gpus": 2},
+        }
+    )
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=600)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["progress"]["step"] == final["progress"]["steps"] > 0
+    assert "on 2 processes (gloo, CPU)" in parallel_event(acme, job["id"])
+    report = json.loads(acme.read_artifact(job["id"], "report.json"))
+    assert report["environment"]["processes"] == 2 and report["teacher_cache"]["hit"] is False
+
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        zf.extractall(tmp_path / "student")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert model.config.n_layer == 1
+    loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "student"))
+    out = model.generate(**loaded_tok("3+4=", return_tensors="pt"), max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > 4
+
+
+def test_a_text_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model_loads(
+    stack: Any, two_device_queue: str, tmp_path: Path
+) -> None:
+    from worker.engine.text_data import sentiment_examples
+
+    acme: Client = stack.client("acme-text-ddp")
+    texts, labels = sentiment_examples(120, seed=2)
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels, strict=True))
+    )
+    data = acme.upload_file(path)
+    tok = char_tokenizer()
+    teacher_path = tmp_path / "bert.zip"
+    teacher_path.write_bytes(archive(tiny_classifier(tok, num_labels=2, hidden=32).eval(), tok))
+    teacher = acme.upload_file(teacher_path, purpose="model")
+    job = acme.create_job(
+        {
+            "data": {"train": {"file": data["id"]}},
+            "teacher": {"file": teacher["id"]},
+            "model": {"arch": "encoder", "layers": 1, "max_length": 32},
+            "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.001},
+            "resources": {"queue": two_device_queue, "gpus": 2},
+        }
+    )
+    final = acme.wait(job["id"], poll_interval=0.3, timeout=600)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["progress"]["step"] == final["progress"]["steps"] > 0
+    assert "on 2 processes (gloo, CPU)" in parallel_event(acme, job["id"])
+    report = json.loads(acme.read_artifact(job["id"], "report.json"))
+    assert report["environment"]["processes"] == 2
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+
+    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        zf.extractall(tmp_path / "student")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    assert model.config.num_hidden_layers == 1
+    loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "student"))
+    with torch.no_grad():
+        logits = model(**loaded_tok(texts[:3], padding=True, return_tensors="pt")).logits
+    assert logits.shape == (3, 2) and bool(torch.isfinite(logits).all())

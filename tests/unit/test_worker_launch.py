@@ -52,9 +52,28 @@ def test_a_job_asking_more_devices_than_the_worker_has_fails_naming_resources_gp
     assert "asks for 3 devices" in message and "node-7:42 has 2" in message
 
 
-def test_a_text_job_asking_several_gpus_is_refused_by_the_spec_naming_resources_gpus() -> None:
+LM_JOB = {
+    "task": "causal_lm",
+    "data": {"train": {"file": "file_data"}},
+    "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2},
+    "teacher": {"job": "job_teacher"},
+}
+
+
+@pytest.mark.parametrize(
+    "job", [{"model": {"arch": "encoder", "layers": 1}}, LM_JOB], ids=["text", "causal_lm"]
+)
+def test_text_and_causal_lm_jobs_with_two_gpus_run_two_ddp_ranks_and_refuse_fsdp(job: dict[str, Any]) -> None:
+    settings = Settings(worker_devices=2)
+    for sharding in ("auto", "ddp"):  # auto: their Hugging Face students train with DDP
+        body = {**job, "resources": {"gpus": 2, "sharding": sharding}}
+        layout = data_parallel_for(
+            JobSpec.model_validate({"data": {"train": {"builtin": "digits"}}, **body}), settings, CPU, "w1"
+        )
+        assert layout is not None and (layout.world, layout.sharding) == (2, "ddp")
     with pytest.raises(ValidationError) as info:
-        spec(2, model={"arch": "encoder", "layers": 1})
+        JobSpec.model_validate(
+            {"data": {"train": {"builtin": "digits"}}, **job, "resources": {"gpus": 2, "sharding": "fsdp"}}
+        )
     (error,) = info.value.errors()
-    assert error["loc"] == ("resources", "gpus") and "text jobs" in error["msg"]
-    assert spec(1, model={"arch": "encoder", "layers": 1}).resources.gpus == 1
+    assert error["loc"] == ("resources", "sharding") and "DDP" in error["msg"]

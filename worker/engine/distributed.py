@@ -10,7 +10,10 @@ How a run is laid out (the decisions, in one place):
   do at job granularity, and a ``torchrun`` subprocess would have to re-load the job's inputs and report
   progress back over a channel of its own; spawning peers lets rank 0 keep the lease, the callbacks
   (progress, events, cancellation) and the checkpoint hook exactly as in a one-process run, and hands the
-  peers the already loaded inputs and teacher signals (tensors through shared memory).
+  peers the already loaded inputs and teacher signals (tensors through shared memory). Every kind of
+  student trains this way: :func:`train_data_parallel` runs one training function (tabular's
+  :func:`worker.engine.train.train_model`, the text trainings, :func:`worker.engine.lm_train.train_lm`) on
+  every rank, rank 0 with the job's callbacks.
 - **Rendezvous** through a ``file://`` store in a fresh temporary folder (no port to choose or to race for).
 - **Devices.** GPU rank ``r`` sees only its own device (``CUDA_VISIBLE_DEVICES`` set to the worker's
   ``r``-th visible device before CUDA starts in that process); rank 0 trains on the worker's device.
@@ -19,9 +22,12 @@ How a run is laid out (the decisions, in one place):
   ``training.batch_size`` of a one-process run. Each rank's mean loss is scaled by
   ``shard * world / batch`` before DDP averages the gradients, so the gradient is the one-process gradient
   of the whole batch even when the last batch does not split evenly (a rank whose shard is empty runs one
-  example with weight 0 so that every rank joins the gradient all-reduce). Losses that average over a
-  subset of the batch (cross-entropy over the labeled examples when a transfer set is mixed in) are then
-  averaged per shard: the same in expectation, not to the last bit.
+  example with weight 0 so that every rank joins the gradient all-reduce). A loss that is a mean over
+  tokens (a causal LM's, :attr:`worker.engine.loop.Loop.weight`) is scaled by the shard's share of the
+  global batch's tokens instead, so uneven token counts still give the whole batch's gradient. Losses that
+  average over a subset of the batch (cross-entropy over the labeled examples when a transfer set is
+  mixed in, a text attention term's mean over the real token pairs of texts of different lengths) are
+  then averaged per shard: the same in expectation, not to the last bit.
 - **Communication** is what DDP needs (one gradient all-reduce per optimizer step, skipped with
   ``no_sync`` between accumulated batches; no buffer broadcast: the models have no running statistics),
   plus one all-reduce of the loss sums per epoch (and at a mid-epoch checkpoint), the gradients of the
@@ -55,6 +61,7 @@ import contextlib
 import copy
 import ctypes
 import dataclasses
+import functools
 import multiprocessing
 import os
 import shutil
@@ -77,9 +84,10 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.multiprocessing.spawn import ProcessException
 from torch.nn.parallel import DistributedDataParallel
 
-from worker.engine.loop import TrainingDiverged
+from worker.engine.loop import Checkpoint, LoopState, NoCallbacks, TrainCallbacks, TrainingDiverged
 
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 Sharding = Literal["auto", "ddp", "fsdp"]
 
@@ -160,6 +168,23 @@ class RankGroup:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def own(self, module: M) -> M:
+        """This rank's copy of a module that reached it through :func:`train_data_parallel`'s arguments
+        and that it trains: rank 0's own object, a deep copy on the other ranks (the spawn pickler hands them
+        rank 0's tensors in shared memory: trained as they are, every rank would update the one set of
+        weights)."""
+        return module if self.is_main else copy.deepcopy(self.received(module))
+
+    def received(self, module: M) -> M:
+        """A module that reached this rank through :func:`train_data_parallel`'s arguments, ready to run
+        (read-only: a teacher). ``transformers`` learns which outputs a model class can record (attention
+        maps, hidden states) when an instance is constructed, in a registry of its process; a model that
+        arrived by unpickling was never constructed here, so its classes are registered as that would have
+        done."""
+        if not self.is_main and "transformers" in sys.modules:
+            _register_hf_outputs(module)
+        return module
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """``model`` wrapped in DDP (its forward is what the step must call); parameters are broadcast from
@@ -262,6 +287,19 @@ class RankGroup:
             offset += g.numel()
 
 
+def _register_hf_outputs(module: nn.Module) -> None:
+    """Register the recordable outputs of every Hugging Face model in ``module`` (see
+    :meth:`RankGroup.received`)."""
+    try:
+        from transformers import PreTrainedModel
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # another transformers: outputs are recorded as that version does
+        return
+    for sub in module.modules():
+        if isinstance(sub, PreTrainedModel):
+            _CAN_RECORD_REGISTRY[sub] = sub._can_record_outputs
+
+
 def _whole(value: Any) -> Any:
     """A sharded tensor gathered whole (a collective), on CPU; anything else as it is (copied)."""
     if isinstance(value, DTensor):
@@ -342,6 +380,81 @@ def run_data_parallel(
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def train_data_parallel(
+    parallel: DataParallel,
+    device: torch.device,
+    train: Callable[..., T],
+    callbacks: TrainCallbacks,
+    *,
+    state: LoopState | None = None,
+    checkpoint: Checkpoint | None = None,
+    checkpoint_every: int = 0,
+) -> T:
+    """One training run on every rank: ``train(ranks=, device=, callbacks=, state=, checkpoint=,
+    checkpoint_every=)`` here as rank 0, with the job's ``callbacks`` and ``checkpoint``, and in each spawned
+    rank on that rank's device without them (a sharded run's peers help gather each checkpoint and discard
+    it). ``train`` must pickle (a ``functools.partial`` of a module-level function); modules among its
+    arguments reach the peers in shared memory with rank 0's (see :meth:`RankGroup.own`) and must be made
+    ready with :func:`for_ranks` (on the CPU: a CUDA tensor would start CUDA in a peer before it claims its
+    own device). Returns rank 0's result."""
+    if parallel.sharding == "auto":
+        raise ValueError("data-parallel training needs a decided sharding: DataParallel.resolved first")
+    gathers = parallel.sharding == "fsdp" and checkpoint is not None
+    peer = functools.partial(_train_peer, train, state, checkpoint_every, gathers)
+
+    def main(ranks: RankGroup) -> T:
+        return train(
+            ranks=ranks,
+            device=device,
+            callbacks=callbacks,
+            state=state,
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+        )
+
+    return run_data_parallel(parallel, device, main, peer)
+
+
+def for_ranks(module: M) -> M:
+    """``module``, in place, ready to be among :func:`train_data_parallel`'s arguments: on the CPU, and
+    without the forward hooks ``transformers`` installs the first time a model is asked for its attention
+    maps or hidden states (local functions, which do not pickle; the model is marked so that
+    ``transformers`` installs them again when next asked). Rank 0's run moves it back to its device."""
+    module.cpu()
+    for sub in module.modules():
+        for key, hook in list(sub._forward_hooks.items()):
+            if getattr(hook, "__name__", "") == "output_capturing_hook":
+                del sub._forward_hooks[key]
+                sub._forward_hooks_with_kwargs.pop(key, None)
+                sub._forward_hooks_always_called.pop(key, None)
+        if getattr(sub, "_output_capturing_hooks_installed", False):
+            setattr(sub, "_output_capturing_hooks_installed", False)  # noqa: B010 (nn.Module typing)
+    return module
+
+
+def _train_peer(
+    train: Callable[..., object],
+    state: LoopState | None,
+    checkpoint_every: int,
+    gathers: bool,
+    ranks: RankGroup,
+) -> None:
+    """A spawned rank's part of :func:`train_data_parallel` (``gathers``: a sharded run whose rank 0
+    checkpoints; this rank takes part in gathering each state and discards it)."""
+    train(
+        ranks=ranks,
+        device=ranks.device,
+        callbacks=NoCallbacks(),
+        state=state,
+        checkpoint=_discard if gathers else None,
+        checkpoint_every=checkpoint_every,
+    )
+
+
+def _discard(state: LoopState) -> None:
+    """A peer's checkpoint in a sharded run: it helped gather the state; rank 0 saves it."""
 
 
 def _peer_entry(

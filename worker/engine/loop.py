@@ -157,7 +157,8 @@ class Loop:
     """What a batch's loss is a mean over, for a batch of pool indices (the completion tokens of a causal
     LM's examples). Given, the losses of an accumulation group are weighted by their batch's share of the
     group's total (``loss * weight(batch) / weight(group)``), so accumulated gradients are exactly one big
-    batch's; None: each batch of a group counts the same (``loss / group``)."""
+    batch's, and with ranks each rank's by its shard's share (:func:`_weighted`), so N ranks give one
+    process's gradient; None: each batch of a group counts the same (``loss / group``)."""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     ranks: RankGroup | None = None
     """Data-parallel: this process's rank; ``step`` must then run the DDP-wrapped model
@@ -198,8 +199,6 @@ def fit(
     cb = callbacks or NoCallbacks()
     ranks = loop.ranks
     main = ranks is None or ranks.is_main
-    if ranks is not None and loop.weight is not None:
-        raise ValueError("a loop with per-batch loss weights (causal LMs) trains in one process")
     model, n, bs = loop.model, loop.examples, loop.batch_size
     epochs, steps = loop.epochs, loop.epochs * loop.steps_per_epoch
     shuffle = torch.Generator().manual_seed(loop.seed)
@@ -259,19 +258,16 @@ def fit(
             group = min(group, math.ceil(n / bs) - group_start)
             last = (index_in_epoch + 1 - group_start) >= group
             mine, scale, weight = (idx, 1.0, len(idx)) if ranks is None else ranks.shard(idx)
+            factor, counts = scale / group, float(weight)
+            if loop.weight is not None:
+                members = [order[g * bs : (g + 1) * bs] for g in range(group_start, group_start + group)]
+                factor, counts = _weighted(loop.weight, idx, mine, weight, members, ranks, (factor, counts))
             with contextlib.nullcontext() if ranks is None else ranks.no_sync(last):
                 loss, values = loop.step(mine)
                 if index_in_epoch % loop.accumulate == 0:
                     loop.optimizer.zero_grad(set_to_none=True)
-                if scale != 1.0:
-                    loss = loss * scale
-                if loop.weight is not None and group > 1:  # (one process: checked above)
-                    members = [order[g * bs : (g + 1) * bs] for g in range(group_start, group_start + group)]
-                    total = sum(loop.weight(m) for m in members)
-                    (loss * (loop.weight(idx) / total if total > 0 else 0.0)).backward()
-                else:
-                    (loss / group if group > 1 else loss).backward()
-            totals.add_(values.to(totals.device), alpha=weight)
+                (loss * factor if factor != 1.0 else loss).backward()
+            totals.add_(values.to(totals.device), alpha=counts)
             if not last:
                 continue
             if ranks is not None and loop.extra is not None:
@@ -319,6 +315,38 @@ def fit(
 
     model.eval()
     return FitOutcome(stopped=False, history=history, steps=step)
+
+
+def _weighted(
+    weight: Callable[[torch.Tensor], float],
+    batch: torch.Tensor,
+    mine: torch.Tensor,
+    examples: int,
+    members: list[torch.Tensor],
+    ranks: RankGroup | None,
+    unweighted: tuple[float, float],
+) -> tuple[float, float]:
+    """``(factor, counts)`` for a loss that is a mean over ``weight`` units (a causal LM's completion
+    tokens): the factor this process's batch loss is multiplied by before ``backward`` so that the step's
+    gradient is the mean over every unit of the accumulation group (``members``, the global batches) and of
+    every rank, and how many examples its ``values`` count for in the epoch's means.
+
+    One process: ``weight(batch) / weight(group)``. Data-parallel: a rank's loss is a mean over its shard's
+    units, so ``weight(shard) / weight(group) * world`` (DDP averages over the ranks): the gradient is then
+    the one-process gradient of the whole batch however unevenly the units fall across the shards. The
+    global count needs no collective: every rank knows the whole global batch's pool indices, and ``weight``
+    is a sum over them (the sum the ranks' own counts would all-reduce to). ``values`` (per-shard means)
+    count for ``len(batch) * weight(shard) / weight(batch)`` examples, so the epoch's means are the
+    one-process ones. A group without units (on-policy prompts) falls back to ``unweighted``."""
+    total = sum(weight(m) for m in members)
+    if total <= 0:
+        return unweighted
+    own = weight(mine) if examples > 0 else 0.0  # an empty shard runs one example at weight 0
+    if ranks is None:
+        return own / total, unweighted[1]
+    whole = weight(batch)
+    counts = len(batch) * own / whole if whole > 0 else unweighted[1]
+    return own / total * ranks.world, counts
 
 
 def _restore(loop: Loop, state: LoopState) -> None:

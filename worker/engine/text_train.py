@@ -15,9 +15,10 @@ Callbacks have the shape of :class:`worker.engine.loop.TrainCallbacks` (``on_ste
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.spec import AttentionLoss, CELoss, LossSpec
+from worker.engine.distributed import DataParallel, RankGroup, for_ranks, train_data_parallel
 from worker.engine.evaluate import eval_mode
 from worker.engine.features import attention_key
 from worker.engine.loop import Checkpoint, Loop, LoopState, NoCallbacks, TrainCallbacks, fit, stack_values
@@ -103,6 +105,46 @@ def _check_texts(name: str, texts: Sequence[str]) -> None:
         raise ValueError(f"the {name} set is empty")
 
 
+RANK_ARGUMENTS = ("device", "callbacks", "state", "checkpoint", "checkpoint_every")
+"""What :func:`~worker.engine.distributed.train_data_parallel` gives each rank's run itself."""
+
+
+def _data_parallel(run: Callable[..., TextTrainOutcome], arguments: dict[str, Any]) -> TextTrainOutcome:
+    """``run`` (one of this module's trainings) data-parallel: called on every rank with ``arguments``
+    (its own, as ``locals()`` gives them on entry) and ``ranks``; rank 0 keeps the job's callbacks and
+    checkpoint. Models go to the ranks ready for them (:func:`~worker.engine.distributed.for_ranks`)."""
+    parallel = arguments.pop("parallel")
+    assert isinstance(parallel, DataParallel)
+    if parallel.sharding != "ddp":
+        raise ValueError("resources.sharding: text students train data-parallel with DDP only")
+    own = {name: arguments.pop(name) for name in RANK_ARGUMENTS}
+    arguments.pop("ranks")
+    for value in arguments.values():
+        if isinstance(value, nn.Module):
+            for_ranks(value)
+    return train_data_parallel(
+        parallel,
+        _device(own["device"]),
+        functools.partial(run, **arguments),
+        own["callbacks"] or NoCallbacks(),
+        state=own["state"],
+        checkpoint=own["checkpoint"],
+        checkpoint_every=own["checkpoint_every"],
+    )
+
+
+class _Pooled(nn.Module):
+    """An encoder whose forward is its un-normalised embedding (what DDP must run: its forward prepares
+    the gradient all-reduce)."""
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder.pooled(input_ids, attention_mask)
+
+
 # --------------------------------------------------------------------------------------------- embeddings
 
 
@@ -148,6 +190,8 @@ def distill_embeddings(
     state: LoopState | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 0,
+    parallel: DataParallel | None = None,
+    ranks: RankGroup | None = None,
 ) -> TextTrainOutcome:
     """Train ``student`` (in place) to reproduce ``teacher``'s sentence embeddings.
 
@@ -157,11 +201,22 @@ def distill_embeddings(
     are given (cached outputs of an earlier call). ``freeze_word_embeddings`` keeps the (teacher-copied)
     token embeddings fixed: faster steps, and words the training texts never use stay where the teacher
     put them.
+
+    ``parallel``: data-parallel over its processes (:mod:`worker.engine.distributed`; ``ranks`` is set by
+    it for each rank's run). Every rank computes missing teacher outputs itself: pass them cached.
     """
+    if parallel is not None and parallel.world > 1:
+        arguments = locals()
+        if teacher_train is not None and teacher_val is not None:
+            arguments["teacher"] = None  # cached outputs: the ranks need no teacher
+        return _data_parallel(distill_embeddings, arguments)
     began = time.perf_counter()
     _check_texts("train", train_texts)
     _check_texts("validation", val_texts)
     dev, cb = _device(device), callbacks or NoCallbacks()
+    if ranks is not None:
+        student = ranks.own(student)
+        teacher = None if teacher is None else ranks.received(teacher)
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     if teacher_train is None or teacher_val is None:
@@ -183,6 +238,7 @@ def distill_embeddings(
     torch.manual_seed(seed)
     student.to(dev)
     student.bert.embeddings.word_embeddings.weight.requires_grad_(not freeze_word_embeddings)
+    pooled = _Pooled(student) if ranks is None else ranks.wrap(_Pooled(student))
     optimizer = _optimizer(student, lr, weight_decay)
     epoch_steps = math.ceil(len(train_texts) / batch_size)
     scheduler = _schedule(optimizer, epochs * epoch_steps, warmup_ratio)
@@ -190,7 +246,7 @@ def distill_embeddings(
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = train_tokens.batch(idx)
-        return embedding_loss(student.pooled(ids.to(dev), mask.to(dev)), targets[idx].to(dev), mse_weight)
+        return embedding_loss(pooled(ids.to(dev), mask.to(dev)), targets[idx].to(dev), mse_weight)
 
     def evaluate() -> dict[str, float]:
         assert teacher_val is not None
@@ -209,6 +265,7 @@ def distill_embeddings(
         seed=seed,
         learning_rate=lr,
         device=dev,
+        ranks=ranks,
     )
     try:
         outcome = fit(loop, cb, state=state, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
@@ -253,14 +310,19 @@ def train_text_classifier(
     state: LoopState | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 0,
+    parallel: DataParallel | None = None,
+    ranks: RankGroup | None = None,
 ) -> TextTrainOutcome:
     """A classifier teacher (a "teacher job"): a copy of ``encoder`` + a linear head trained on the labels.
 
     ``finetune=False`` freezes the encoder: its embeddings are computed once (``teacher_train`` /
     ``teacher_val`` of the outcome) and only the head trains, which takes seconds on a CPU.
     ``finetune=True`` also trains the encoder, at ``encoder_lr``. ``encoder`` itself is never modified.
-    Metrics per epoch: ``train_loss``, ``val_accuracy``, ``val_loss``.
+    Metrics per epoch: ``train_loss``, ``val_accuracy``, ``val_loss``. ``parallel``: data-parallel (as
+    :func:`distill_embeddings`; each rank embeds the texts for a frozen encoder itself).
     """
+    if parallel is not None and parallel.world > 1:
+        return _data_parallel(train_text_classifier, locals())
     began = time.perf_counter()
     _check_texts("train", train_texts)
     _check_texts("validation", val_texts)
@@ -268,6 +330,8 @@ def train_text_classifier(
     y_train = _labels("train", train_labels, len(train_texts), k)
     y_val = _labels("validation", val_labels, len(val_texts), k)
     dev, cb = _device(device), callbacks or NoCallbacks()
+    if ranks is not None:
+        encoder = ranks.received(encoder)  # (cloned below: every rank trains its own copy)
     torch.manual_seed(seed)
     model = TextClassifier(clone_text_model(encoder), k).to(dev)  # type: ignore[arg-type]
     train_tokens = tokenize(tokenizer, train_texts, max_length)
@@ -284,15 +348,20 @@ def train_text_classifier(
         groups = [(list(model.head.parameters()), lr), (list(model.encoder.parameters()), encoder_lr)]
 
     steps = epochs * math.ceil(len(train_texts) / batch_size)
+    # data-parallel: what the step runs goes through DDP (the head alone over a frozen encoder)
+    head: nn.Module = model.head
+    net: nn.Module = model
+    if ranks is not None:
+        head, net = (ranks.wrap(model.head), model) if feats_train is not None else (head, ranks.wrap(model))
     optimizer = _optimizer(model, lr, weight_decay, groups)
     scheduler = _schedule(optimizer, steps, 0.06 if finetune else 0.0)
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if feats_train is not None:
-            logits = model.head(feats_train[idx].to(dev))
+            logits = head(feats_train[idx].to(dev))
         else:
             ids, mask = train_tokens.batch(idx)
-            logits = model(ids.to(dev), mask.to(dev))
+            logits = net(ids.to(dev), mask.to(dev))
         loss = F.cross_entropy(logits.float(), y_train[idx].to(dev))
         return loss, stack_values(loss)
 
@@ -326,6 +395,7 @@ def train_text_classifier(
             learning_rate=lr,
             train_mode=train_mode,
             device=dev,
+            ranks=ranks,
         ),
         cb,
         state=state,
@@ -411,6 +481,8 @@ def distill_text_classifier(
     state: LoopState | None = None,
     checkpoint: Checkpoint | None = None,
     checkpoint_every: int = 0,
+    parallel: DataParallel | None = None,
+    ranks: RankGroup | None = None,
 ) -> TextTrainOutcome:
     """Train ``student`` (in place) on ``teacher``'s logits: ``alpha * T^2 KL + (1 - alpha) * CE``.
 
@@ -436,7 +508,12 @@ def distill_text_classifier(
     teacher cache's), dense or top-k, with the attention maps the attention terms read; then the teacher
     runs only on the validation texts (for ``val_agreement``). ``teacher_logits`` (dense ``[n, classes]``)
     is the older form of the same.
+
+    ``parallel``: data-parallel (as :func:`distill_embeddings`): pass ``signals``, or every rank computes
+    them; rank 0 alone runs the teacher on the validation texts.
     """
+    if parallel is not None and parallel.world > 1:
+        return _data_parallel(distill_text_classifier, locals())
     began = time.perf_counter()
     _check_texts("train", train_texts)
     _check_texts("validation", val_texts)
@@ -452,6 +529,10 @@ def distill_text_classifier(
         y_train = torch.cat([y_train, torch.zeros(len(transfer), dtype=torch.long)])
     train_texts = [*train_texts, *transfer]
     dev, cb = _device(device), callbacks or NoCallbacks()
+    if ranks is not None:
+        student = ranks.own(student)
+        teacher = None if teacher is None else ranks.received(teacher)
+    main = ranks is None or ranks.is_main
     train_tokens = tokenize(tokenizer, train_texts, max_length)
     val_tokens = tokenize(tokenizer, val_texts, max_length)
     teacher_val = None
@@ -471,13 +552,14 @@ def distill_text_classifier(
     missing = [
         attention_key(j) for j in maps_for if signals is None or attention_key(j) not in signals.features
     ]
-    if teacher is not None:
+    if teacher is not None and (main or signals is None or missing):
         with eval_mode(teacher.to(dev)):
             if signals is None or missing:
                 signals = classifier_signals(
                     teacher, train_tokens, maps_for, device=dev, logits=teacher_logits, top_k=k
                 )
-            teacher_val = _run_batched(teacher, val_tokens, dev, 64)
+            if main:  # for val_agreement: rank 0 alone evaluates
+                teacher_val = _run_batched(teacher, val_tokens, dev, 64)
     elif teacher_logits is not None and signals is None:
         signals = signals_from_logits([teacher_logits], [1.0], top_k=k)
     if signals is None and not labels_only:
@@ -502,13 +584,14 @@ def distill_text_classifier(
 
     torch.manual_seed(seed)
     student.to(dev)
+    net = student if ranks is None else ranks.wrap(student)
     optimizer = _optimizer(student, lr, weight_decay)
     scheduler = _schedule(optimizer, epochs * math.ceil(len(train_texts) / batch_size), warmup_ratio)
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ids, mask = train_tokens.batch(idx)
         ids, mask = ids.to(dev), mask.to(dev)
-        logits = student(ids, mask).float()
+        logits = net(ids, mask).float()
         teacher_batch = None
         student_features: dict[str, torch.Tensor] = {}
         if signals is not None:
@@ -550,6 +633,7 @@ def distill_text_classifier(
             seed=seed,
             learning_rate=lr,
             device=dev,
+            ranks=ranks,
         ),
         cb,
         state=state,

@@ -23,7 +23,7 @@ from torch import nn
 from distill.datasets import ArrayDataset
 from distill.nets import build_model
 from distill.spec import DistillationSpec, StoredModelConfig, TrainingSpec
-from worker.engine.distributed import DataParallel, RankGroup, run_data_parallel
+from worker.engine.distributed import DataParallel, RankGroup, train_data_parallel
 from worker.engine.evaluate import autocast, predict_logits
 from worker.engine.features import FeatureCapture
 from worker.engine.loop import (
@@ -126,17 +126,17 @@ def train_model(
     if parallel.sharding == "auto":
         parallel = sharding_for(parallel, cfg, device)
         log.info("data-parallel training: %s", parallel.describe())
-    shared = (cfg, SharedInputs.of(inputs), training, distillation, signals)
-    # sharded: a checkpoint gathers the state on every rank, so the peers checkpoint too (and discard it)
-    gathers = parallel.sharding == "fsdp" and checkpoint is not None
-    peer = functools.partial(_peer, shared, temperature, alpha, state, checkpoint_every, gathers)
-    return run_data_parallel(
+    train = functools.partial(
+        _rank_train, cfg, SharedInputs.of(inputs), training, distillation, signals, temperature, alpha
+    )
+    return train_data_parallel(
         parallel,
         device,
-        lambda ranks: _train(
-            *args, callbacks, temperature, alpha, state, checkpoint, checkpoint_every, ranks
-        ),
-        peer,
+        train,
+        callbacks,
+        state=state,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
 
 
@@ -182,37 +182,38 @@ class SharedInputs:
         return TrainInputs(train, validation, back(self.parts["transfer"]), back(self.parts["test"]))
 
 
-def _peer(
-    shared: tuple[StoredModelConfig, SharedInputs, TrainingSpec, DistillationSpec, TeacherSignals | None],
+def _rank_train(
+    cfg: StoredModelConfig,
+    inputs: SharedInputs,
+    training: TrainingSpec,
+    distillation: DistillationSpec,
+    signals: TeacherSignals | None,
     temperature: float | None,
     alpha: float | None,
-    state: LoopState | None,
-    checkpoint_every: int,
-    gathers: bool,
+    *,
     ranks: RankGroup,
-) -> None:
-    """A spawned rank's part of :func:`train_model`: the same run on its own device, without callbacks
-    (``gathers``: a sharded run whose rank 0 checkpoints; this rank takes part and discards the state)."""
-    cfg, inputs, training, distillation, signals = shared
-    _train(
+    device: torch.device,
+    callbacks: TrainCallbacks,
+    state: LoopState | None,
+    checkpoint: Checkpoint | None,
+    checkpoint_every: int,
+) -> TrainOutcome:
+    """One rank's part of :func:`train_model` (:func:`~worker.engine.distributed.train_data_parallel`)."""
+    return _train(
         cfg,
         inputs.inputs(),
         training,
         distillation,
         signals,
-        ranks.device,
-        NoCallbacks(),
+        device,
+        callbacks,
         temperature,
         alpha,
         state,
-        _discard if gathers else None,
+        checkpoint,
         checkpoint_every,
         ranks,
     )
-
-
-def _discard(state: LoopState) -> None:
-    """A peer's checkpoint in a sharded run: it helped gather the state; rank 0 saves it."""
 
 
 def _train(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -41,11 +41,9 @@ from distill.spec import (
     EndpointTeacher,
     ForwardKLLoss,
     GPT2StudentConfig,
-    JSDLoss,
     LlamaStudentConfig,
     LossSpec,
     PretrainedStudentConfig,
-    ReverseKLLoss,
     TeacherLayersConfig,
 )
 from worker.engine.lm import (
@@ -54,14 +52,13 @@ from worker.engine.lm import (
     build_student,
     describe,
     exact_match,
-    generate,
     save_archive,
     token_metrics,
 )
 from worker.engine.lm_cache import DEFAULT_TOP_K, TeacherTopK, compute_topk
-from worker.engine.lm_data import LMExample, collate, encode, examples_digest
-from worker.engine.lm_losses import Divergence, TopK, generalized_jsd, next_token_ce, token_divergence
-from worker.engine.loop import Loop, TrainingDiverged, fit, stack_values
+from worker.engine.lm_data import LMExample, encode, examples_digest
+from worker.engine.lm_train import LMTraining, train_lm
+from worker.engine.loop import TrainingDiverged
 from worker.engine.signals import TeacherSignals
 from worker.failures import JobFailure
 from worker.lm_inputs import LoadedLM, LoadedLMData
@@ -96,12 +93,6 @@ class CausalLMModality(Modality):
         if teacher is None and student_start is None:
             raise JobFailure(
                 "invalid_spec", 'model: without a teacher the student must start from a model ("pretrained")'
-            )
-        if context.parallel is not None:  # the spec refuses it too; a worker never trusts that alone
-            raise JobFailure(
-                "invalid_spec",
-                "resources.gpus: causal_lm jobs train on one device for now; data-parallel training is "
-                "built for tabular students: use gpus 1",
             )
         source = teacher if teacher is not None else student_start
         assert source is not None
@@ -275,116 +266,27 @@ class CausalLMModality(Modality):
     def _fit(
         self, student: Any, terms: list[tuple[str, LossSpec]], cached: TeacherTopK | None, run: Run
     ) -> tuple[list[dict[str, float]], int, bool]:
-        t = self.spec.training
-        train, validation = self.train_examples, self.validation_examples
-        teacher_model = None if self.teacher is None else self.teacher.model.to(self.device).eval()
-        on_policy = self.spec.distillation.on_policy
-        coin = torch.Generator().manual_seed(t.seed + 1)
-        sampler = torch.Generator().manual_seed(t.seed + 2)
-        keys = ["loss", *(key for key, _ in terms)]
-
-        def step(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            chosen = [train[int(i)] for i in indices]
-            live = on_policy is not None and float(torch.rand((), generator=coin)) < on_policy.fraction
-            if live:
-                assert on_policy is not None and teacher_model is not None
-                chosen = self._sampled(
-                    student, chosen, on_policy.max_new_tokens, on_policy.temperature, sampler
-                )
-            batch = collate(chosen, self.pad_id, self.device)
-            logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1]
-            teacher: torch.Tensor | TopK | None = None
-            if teacher_model is not None and any(not isinstance(s, CELoss) for _, s in terms):
-                if cached is not None and not live:
-                    teacher = cached.batch([int(i) for i in indices], logits.shape[1], self.device)
-                else:
-                    with torch.no_grad():
-                        teacher = teacher_model(
-                            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                        ).logits[:, :-1]
-            parts = [
-                self._term(spec, logits, teacher, batch.targets, batch.loss_mask, live) for _, spec in terms
-            ]
-            weights = [spec.weight for _, spec in terms]
-            loss = sum(
-                (w * p for w, p in zip(weights, parts, strict=True)), torch.zeros((), device=self.device)
-            )
-            return loss, stack_values(loss, *parts)
-
-        def evaluate() -> dict[str, float]:
-            metrics = token_metrics(student, validation, pad_id=self.pad_id, device=self.device)
-            return {"val_token_accuracy": metrics["token_accuracy"], "val_perplexity": metrics["perplexity"]}
-
-        optimizer = torch.optim.AdamW(student.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
-        loop = Loop(
-            model=student,
-            optimizer=optimizer,
-            step=step,
-            keys=keys,
-            evaluate=evaluate,
-            examples=len(train),
+        """The run through :func:`worker.engine.lm_train.train_lm` (data-parallel when the student's
+        hooks carry the job's layout)."""
+        training = LMTraining(
+            train=self.train_examples,
+            validation=self.validation_examples,
+            terms=terms,
+            temperatures=[self._temperature(spec) for _, spec in terms],
+            training=self.spec.training,
             epochs=run.epochs,
-            batch_size=t.batch_size,
-            seed=t.seed,
-            learning_rate=t.learning_rate,
-            weight=lambda indices: float(sum(train[int(i)].loss_tokens for i in indices)),
-            device=self.device,
+            pad_id=self.pad_id,
+            max_length=self.max_length,
+            tokenizer=self.tokenizer,
+            teacher=None if self.teacher is None else self.teacher.model,
+            cached=cached,
+            on_policy=self.spec.distillation.on_policy,
         )
         try:
-            outcome = fit(loop, run.callbacks, **run.hooks)
+            outcome = train_lm(student, training, self.device, run.callbacks, **run.hooks)
         except TrainingDiverged as exc:
             raise JobFailure("training_diverged", str(exc)) from exc
         return outcome.history, outcome.steps, outcome.stopped
-
-    def _term(
-        self,
-        spec: LossSpec,
-        logits: torch.Tensor,
-        teacher: torch.Tensor | TopK | None,
-        targets: torch.Tensor,
-        mask: torch.Tensor,
-        live: bool,
-    ) -> torch.Tensor:
-        if isinstance(spec, CELoss):
-            if live:  # the student's own samples are not a reference to imitate
-                return torch.zeros((), device=logits.device)
-            return next_token_ce(logits, targets, mask)
-        assert teacher is not None
-        temperature = self._temperature(spec)
-        if isinstance(spec, JSDLoss):
-            return generalized_jsd(logits, teacher, mask, beta=spec.beta, temperature=temperature)
-        assert isinstance(spec, ForwardKLLoss | ReverseKLLoss)
-        kind: Divergence = "forward_kl" if isinstance(spec, ForwardKLLoss) else "reverse_kl"
-        return token_divergence(logits, teacher, mask, kind=kind, temperature=temperature)
-
-    def _sampled(
-        self,
-        student: Any,
-        examples: Sequence[LMExample],
-        max_new_tokens: int,
-        temperature: float,
-        generator: torch.Generator,
-    ) -> list[LMExample]:
-        """The prompts of ``examples`` completed by the student's own samples (on-policy batches)."""
-        was_training = student.training
-        student.eval()
-        room = [max(min(max_new_tokens, self.max_length - ex.prompt_length), 1) for ex in examples]
-        outs = generate(
-            student,
-            [ex.ids[: ex.prompt_length] for ex in examples],
-            self.tokenizer,
-            max_new_tokens=max(room),
-            device=self.device,
-            sample=True,
-            temperature=temperature,
-            generator=generator,
-        )
-        if was_training:
-            student.train()
-        return [
-            LMExample(ex.ids[: ex.prompt_length] + out[:r], ex.prompt_length, None)
-            for ex, out, r in zip(examples, outs, room, strict=True)
-        ]
 
     # -- evaluation, artifacts, result ------------------------------------------------------------------
 

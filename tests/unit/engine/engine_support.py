@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from distill.datasets import ArrayDataset
+from worker.engine.distributed import DataParallel
 from worker.engine.loop import NoCallbacks
 
 
@@ -62,3 +64,21 @@ def averaged_gradients(value: float, ranks: object) -> list[float]:
         p.grad = torch.full_like(p, value * (ranks.rank + 1))
     ranks.average_gradients(module)
     return torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None]).tolist()
+
+
+TWO_RANKS = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+"""The data-parallel tests' layout: two gloo processes on the CPU, one torch thread per peer."""
+
+
+def weights(model: torch.nn.Module) -> torch.Tensor:
+    """Every parameter of ``model``, flattened into one tensor (to compare two trained copies)."""
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every dropout off: each rank draws its own masks, so runs with dropout agree with
+    one process only in distribution."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model

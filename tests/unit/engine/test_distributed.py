@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from engine_support import Recorder, averaged_gradients, three_blobs
+from engine_support import TWO_RANKS, Recorder, averaged_gradients, three_blobs, weights
 
 from distill.nets import build_model
 from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
@@ -30,12 +30,8 @@ from worker.engine.train import SharedInputs, TrainInputs, pool_inputs, train_mo
 CPU = torch.device("cpu")
 # no dropout: each rank draws its own masks, so runs with dropout agree only in distribution
 CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
-TWO = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+TWO = TWO_RANKS
 TOLERANCE = 1e-5
-
-
-def weights(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def teacher_signals(n: int) -> TeacherSignals:

@@ -14,7 +14,7 @@ import logging
 
 import pytest
 import torch
-from engine_support import Recorder, three_blobs
+from engine_support import TWO_RANKS, Recorder, three_blobs, weights
 from pydantic import ValidationError
 
 from distill.nets import build_model
@@ -36,14 +36,10 @@ from worker.launch import data_parallel_for
 CPU = torch.device("cpu")
 CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
 FSDP = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1, sharding="fsdp")
-DDP = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+DDP = TWO_RANKS
 TOLERANCE = 1e-5
 # the MLP [4] -> 16 -> 3: (4 * 16 + 16) + (16 * 3 + 3) = 131 float32 parameters
 MLP_STATE_BYTES = ADAM_STATE_FACTOR * 131 * 4
-
-
-def weights(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
 def teacher_signals(n: int) -> TeacherSignals:

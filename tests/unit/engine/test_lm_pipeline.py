@@ -297,22 +297,31 @@ def test_a_causal_lm_job_is_the_one_pipeline_over_its_modality_and_shares_the_te
     assert second.result["perplexity"] == pytest.approx(first.result["perplexity"], rel=1e-6)
 
 
-def test_a_causal_lm_job_laid_out_data_parallel_fails_naming_resources_gpus(tmp_path: Path) -> None:
-    """The spec refuses gpus > 1 for causal_lm; a stored spec that got past it fails in the worker too,
-    rather than training through the tabular data-parallel path."""
+def test_a_causal_lm_job_laid_out_data_parallel_trains_its_student_in_two_ranks(tmp_path: Path) -> None:
+    """The runner's layout (``resources.gpus: 2``) reaches the modality's training: the student trains in
+    two gloo ranks (tests/unit/engine/test_distributed_hf.py compares them with one process) and rank 0's
+    trained model is the one evaluated and saved."""
     from worker.engine.distributed import DataParallel
-    from worker.failures import JobFailure
 
     tok = char_tokenizer()
-    data = LoadedLMData(train=LMDataset(arithmetic(8)), validation=LMDataset(arithmetic(4, seed=1)))
+    data = LoadedLMData(train=LMDataset(arithmetic(9)), validation=LMDataset(arithmetic(4, seed=1)))
     spec = {
         "task": "causal_lm",
         "data": {"train": {"file": "f"}},
         "model": {"arch": "pretrained", "file": "file_start", "max_length": 16},
+        "training": {"epochs": 2, "batch_size": 4, "learning_rate": 0.01},
+        "resources": {"gpus": 2},
     }
-    ctx = context(spec, tmp_path, [])
-    ctx.parallel = DataParallel(world=2, backend="gloo")
-    start = loaded(tiny_causal_lm(tok, layers=1, hidden=16), tok, "file_start", "model.file")
-    with pytest.raises(JobFailure, match=r"resources\.gpus") as failure:
-        LMPipeline(ctx, data=data, teacher=None, student_start=start)
-    assert failure.value.code == "invalid_spec"
+    events: list[str] = []
+    ctx = context(spec, tmp_path, events)
+    ctx.parallel = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+    start = tiny_causal_lm(tok, layers=1, hidden=16)
+    before = [p.detach().clone() for p in start.parameters()]
+    outcome = LMPipeline(
+        ctx, data=data, teacher=None, student_start=loaded(start, tok, "file_start", "model.file")
+    ).run(0.0)
+    assert not outcome.stopped
+    report = json.loads(outcome.artifacts["report.json"])
+    assert report["environment"]["processes"] == 2
+    assert report["hyperparameters"]["optimizer_steps"] == 2 * 3  # 9 examples in global batches of 4
+    assert any((p - b).abs().max() > 0 for p, b in zip(start.parameters(), before, strict=True))
