@@ -1,34 +1,47 @@
-"""Causal-LM distillation on multi-digit addition with step-by-step working, generated offline: answer exact
-match of students with at most a quarter of the teacher's parameters, trained on the reference answers alone,
-distilled token by token (forward KL, reverse KL, JSD) from the teacher's full logits or its top-k cache, or
-fine-tuned on the served teacher's answers (black-box) with and without its working.
+"""Causal-LM distillation on multi-digit addition, generated offline: answer exact match of students with at
+most a quarter of the teacher's parameters, trained on the reference answers alone, distilled token by token
+(forward KL, reverse KL, JSD) from the teacher's full logits or its top-k cache, or fine-tuned on the served
+teacher's answers (black-box) with and without its working.
 
-The task: ``Q: 047+285`` (``--digits`` zero-padded operands drawn at random; train and held-out prompts
-disjoint), answered ``<think>\\n7+5=12;4+8+1=13;0+2+1=3\\n</think>\\n332``: the column sums from the right
-with their carries, then the sum. Records are chat ``messages``, so a job's training text and what
-``distill serve-model`` feeds the model are the same chat-template rendering. Exact match is the final
-answer's (the text after ``</think>``) against the true sum, so students trained without the working are
-scored like the others.
+The setting is the one reasoning models are distilled in (DeepSeek-R1 into Qwen and Llama, Sky-T1): the
+user's data set holds prompts and their reference answers, the sum alone (``Q: 047+285`` -> ``332``), as
+most labelled data does; the teacher shows its working before it answers,
+``<think>\n7+5=12;4+8+1=13;0+2+1=3\n</think>\n332`` (the column sums from the right with their carries).
+Operands are ``--digits`` zero-padded numbers drawn at random; training and held-out prompts are disjoint.
+Records are chat ``messages``, so a job's training text and what ``distill serve-model`` feeds the model are
+the same chat-template rendering. Exact match is the final answer's (the text after ``</think>``) against
+the true sum, so students trained without the working are scored like the others.
 
 Every training run is :class:`worker.lm_pipeline.LMPipeline`, the code a ``causal_lm`` job runs (a local
 folder as object store, this process's CPU). The teacher (a GPT-2 over the character tokenizer of
-``tests/lm_support.py``) is trained once on the reference records and kept in ``--teacher-dir`` (reused by
-every seed, method and later run with the same settings). Each student is a smaller GPT-2 of the same
-tokenizer drawn the same way for every method of a seed.
+``tests/lm_support.py``) stands in for a large reasoning model: it is trained once on worked solutions to
+the training prompts and kept in ``--teacher-dir`` (reused by every seed, method and later run with the
+same settings). Each student is a smaller GPT-2 of the same tokenizer drawn the same way for every method
+of a seed. The methods:
 
-Black-box: the teacher is saved as a Hugging Face folder, loaded by ``distill.serving.load_model_dir`` and
-served by ``distill.serving.build_app`` on loopback; ``worker.endpoint_teacher.collect`` asks it for
-``--served`` training prompts (greedy), and the students fine-tune on ``training_records`` (with or without
-the ``<think>`` working, as a black-box job does). The server generates one request at a time (a few prompts
-a second here), so the remaining training prompts are answered by the same model in-process with batched
-greedy decoding (``worker.engine.lm.generate``) on the same chat-template prompt; the bench checks that both
-give the same answer on every served prompt and prints the agreement.
+- *reference answers only (SFT)*: the user's records as they are, no working (what a hand-written
+  fine-tuning script does with the data set);
+- *black-box*: ``worker.endpoint_teacher.collect`` asks the served teacher for the training prompts and the
+  student fine-tunes on ``training_records``, with or without the ``<think>`` working, as a black-box job
+  does (``teacher.endpoint``, ``train_on_reasoning``);
+- *white-box*: token-level forward KL, reverse KL or JSD against the teacher's distributions (its top-k
+  cache or full logits) over the teacher's answers with working, the ``teacher_answers.jsonl`` a black-box
+  job leaves, uploaded again as the data of a white-box job;
+- and, for comparison only (not a distillation method): the reference answers with worked solutions, what
+  the teacher learned from, which the user's data set does not have.
 
-    .venv/bin/python -m bench.llm                       # the default (one seed, students 3 epochs)
-    .venv/bin/python -m bench.llm --seeds 3 --student-epochs 10 --served 200   # the bigger run
+Black-box collection: the teacher is saved as a Hugging Face folder, loaded by
+``distill.serving.load_model_dir`` and served by ``distill.serving.build_app`` on loopback; the first
+``--served`` training prompts are asked of it (greedy). The server generates one request at a time (a few
+prompts a second here), so the remaining training prompts are answered by the same model in-process with
+batched greedy decoding (``worker.engine.lm.generate``) on the same chat-template prompt; the bench checks
+that both give the same answer on every served prompt and prints the agreement.
+
+    .venv/bin/python -m bench.llm --parallel 3 --threads 1          # the README's run (3 seeds, 16 epochs)
+    .venv/bin/python -m bench.llm --seeds 1 --student-epochs 4      # a quick look
 
 On 2 busy cores the teacher's 20 epochs took 16 minutes (once: later runs with the same settings reuse
-it) and the students of the default run about a minute each.
+it) and a student about 10 seconds an epoch (20 with a live teacher's full logits).
 
 Prints a markdown table: answer exact match (mean ± standard deviation over seeds), parameters, tokens per
 second (teacher and student forward passes over held-out records) and the cache's bytes per token against
@@ -41,11 +54,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import random
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +84,7 @@ from worker.teacher_cache import TeacherCache
 
 CPU = torch.device("cpu")
 SFT = "reference answers only (SFT)"
+WORKED = "for comparison: reference answers with worked solutions"
 WHITE_BOX: dict[str, dict[str, Any]] = {
     "forward KL, top-k cache": {"losses": [{"type": "forward_kl"}]},
     "reverse KL, top-k cache": {"losses": [{"type": "reverse_kl"}]},
@@ -77,6 +94,9 @@ WHITE_BOX: dict[str, dict[str, Any]] = {
     "JSD (β 0.5), full logits": {"losses": [{"type": "jsd", "beta": 0.5}], "full_logits": True},
 }
 BLACK_BOX = {"black-box, teacher's answers with working": True, "black-box, answers only": False}
+TOP_K = [name for name, how in WHITE_BOX.items() if "full_logits" not in how]
+# the cheap methods first: a run cut short still compares SFT, black-box and top-k
+METHODS = [SFT, *BLACK_BOX, *TOP_K, *(name for name in WHITE_BOX if name not in TOP_K), WORKED]
 
 
 def working(a: int, b: int, digits: int) -> str:
@@ -260,6 +280,111 @@ def teacher_answers(
     return prompts, answers, facts
 
 
+@dataclass
+class Problem:
+    """The task's records, the same in every process of a run (drawn from seed 0)."""
+
+    tok: Any
+    train_pairs: list[tuple[int, int]]
+    test_pairs: list[tuple[int, int]]
+    test_records: list[dict[str, Any]]
+    worked: LoadedLMData  # the reference answers with worked solutions: the teacher's training data
+
+
+def problem(args: argparse.Namespace) -> Problem:
+    tok = char_tokenizer()
+    train_pairs, test_pairs = problems(args.digits, args.train, args.test, seed=0)
+    test_records = [record(a, b, args.digits) for a, b in test_pairs]
+    worked = LoadedLMData(
+        train=LMDataset([record(a, b, args.digits) for a, b in train_pairs]),
+        validation=LMDataset(test_records),
+    )
+    return Problem(tok, train_pairs, test_pairs, test_records, worked)
+
+
+def run_seed(
+    seed: int, args: argparse.Namespace, prompts: list[Any], answers: list[Any]
+) -> tuple[dict[str, dict[str, Any]], int | None]:
+    """Every method's student of one seed: its figures by method, and the cache's bytes per token. Runs in
+    its own process with ``--parallel``: the teacher comes from ``--teacher-dir``."""
+    from transformers.utils import logging as hf_logging
+
+    from worker.endpoint_teacher import training_records
+
+    torch.set_num_threads(args.threads)
+    hf_logging.disable_progress_bar()
+    task = problem(args)
+    tok = task.tok
+    root = Path(tempfile.mkdtemp(prefix=f"bench-llm-{seed}-"))
+    teacher_model = load_or_train_teacher(args, tok, task.worked, root)
+    teacher = LoadedLM(
+        teacher_model, tok, "teacher-sha", "teacher", "teacher.job", describe(teacher_model, "char")
+    )
+
+    def with_train(records: list[dict[str, Any]]) -> LoadedLMData:
+        return LoadedLMData(train=LMDataset(records), validation=LMDataset(task.test_records))
+
+    taught = {
+        name: with_train(training_records(prompts, answers, with_reasoning=keep))
+        for name, keep in BLACK_BOX.items()
+    }
+    method_data = {
+        SFT: with_train([record(a, b, args.digits, with_working=False) for a, b in task.train_pairs]),
+        WORKED: task.worked,
+        **taught,
+        # white-box jobs read the teacher_answers.jsonl a black-box job leaves: the teacher's worked answers
+        **{name: taught["black-box, teacher's answers with working"] for name in WHITE_BOX},
+    }
+    student_config = GPT2StudentConfig.model_validate(
+        {
+            "arch": "gpt2",
+            "n_layer": args.student_layers,
+            "n_embd": args.student_hidden,
+            "n_head": 4,
+            "max_length": args.max_length,
+        }
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    cache_bytes: int | None = None
+    for name in METHODS:
+        fresh = build_student(student_config, teacher_model, tok, seed=seed)
+        start = LoadedLM(fresh, tok, "fresh", "fresh", "model.file", describe(fresh, "char"))
+        white = WHITE_BOX.get(name)
+        spec = job_spec(
+            args.max_length,
+            args.student_epochs,
+            args.student_lr,
+            seed,
+            teacher=white is not None,
+            batch_size=args.batch_size,
+        )
+        if white is not None:
+            spec["distillation"] = {"temperature": 1.0, **white}
+            if "full_logits" not in white:
+                spec["distillation"]["top_k"] = args.top_k
+        t0 = time.monotonic()
+        out = LMPipeline(
+            context(spec, root, f"{name}-{seed}"),
+            data=method_data[name],
+            teacher=teacher if white is not None else None,
+            student_start=start,
+        ).run(time.monotonic())
+        if "teacher_cache_bytes_per_token" in out.result:
+            cache_bytes = out.result["teacher_cache_bytes_per_token"]
+        fig = answer_exact_match(fresh, tok, task.test_pairs, args.digits, args.max_length)
+        rows[name] = {
+            **fig,
+            "parameters": out.result["parameters"],
+            "tokens_per_second": out.result["tokens_per_second"],
+        }
+        print(
+            f"  seed {seed} {name}: answer exact match {fig['exact_match']:.3f} "
+            f"({time.monotonic() - t0:.0f} s)",
+            flush=True,
+        )
+    return rows, cache_bytes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--digits", type=int, default=3)
@@ -271,35 +396,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student-hidden", type=int, default=40)
     parser.add_argument("--teacher-epochs", type=int, default=20)
     parser.add_argument("--teacher-lr", type=float, default=3e-3)
-    parser.add_argument("--student-epochs", type=int, default=3)
+    parser.add_argument("--student-epochs", type=int, default=16)
     parser.add_argument("--student-lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=72)
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--top-k", type=int, default=16)
-    parser.add_argument("--served", type=int, default=32, help="training prompts asked of the served teacher")
+    parser.add_argument(
+        "--served", type=int, default=200, help="training prompts asked of the served teacher"
+    )
     parser.add_argument("--teacher-dir", default=str(Path(tempfile.gettempdir()) / "distill-bench-llm"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="seeds trained at once, each in its own process (--threads each)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    tok = char_tokenizer()
-    train_pairs, test_pairs = problems(args.digits, args.train, args.test, seed=0)
-    test_records = [record(a, b, args.digits) for a, b in test_pairs]
-    data = LoadedLMData(
-        train=LMDataset([record(a, b, args.digits) for a, b in train_pairs]),
-        validation=LMDataset(test_records),
-    )
+    task = problem(args)
+    tok, train_pairs, test_pairs = task.tok, task.train_pairs, task.test_pairs
     root = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     began = time.monotonic()
-    teacher_model = load_or_train_teacher(args, tok, data, root)
+    teacher_model = load_or_train_teacher(args, tok, task.worked, root)
     teacher = LoadedLM(
         teacher_model, tok, "teacher-sha", "teacher", "teacher.job", describe(teacher_model, "char")
     )
     t_fig = answer_exact_match(teacher_model, tok, test_pairs, args.digits, args.max_length)
-    test_examples = encode(test_records, tok, args.max_length)
+    test_examples = encode(task.test_records, tok, args.max_length)
     t_tps = token_metrics(teacher_model, test_examples, pad_id=int(tok.pad_token_id), device=CPU)
     t_em = t_fig["exact_match"]
     print(f"teacher: {teacher.info.parameters:,} parameters, answer exact match {t_em:.3f}", flush=True)
@@ -310,72 +438,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{bb['correct']}/{len(answers)} correct",
         flush=True,
     )
-    from worker.endpoint_teacher import training_records
-
-    bb_data = {
-        name: LoadedLMData(
-            train=LMDataset(training_records(prompts, answers, with_reasoning=keep)),
-            validation=LMDataset(test_records),
-        )
-        for name, keep in BLACK_BOX.items()
-    }
-    top_k = [m for m in WHITE_BOX if "full_logits" not in WHITE_BOX[m]]
-    # the cheap methods first: a run cut short still compares SFT, top-k and black-box
-    methods = [SFT, *top_k, *BLACK_BOX, *(m for m in WHITE_BOX if m not in top_k)]
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
-    cache_bytes: int | None = None
-    student_config = GPT2StudentConfig.model_validate(
-        {
-            "arch": "gpt2",
-            "n_layer": args.student_layers,
-            "n_embd": args.student_hidden,
-            "n_head": 4,
-            "max_length": args.max_length,
-        }
-    )
-    for seed in range(args.seeds):
-        for name in methods:
-            fresh = build_student(student_config, teacher_model, tok, seed=seed)
-            start = LoadedLM(fresh, tok, "fresh", "fresh", "model.file", describe(fresh, "char"))
-            white = WHITE_BOX.get(name)
-            spec = job_spec(
-                args.max_length,
-                args.student_epochs,
-                args.student_lr,
-                seed,
-                teacher=white is not None,
-                batch_size=args.batch_size,
-            )
-            if white is not None:
-                spec["distillation"] = {"temperature": 1.0, **white}
-                if "full_logits" not in white:
-                    spec["distillation"]["top_k"] = args.top_k
-            t0 = time.monotonic()
-            out = LMPipeline(
-                context(spec, root, f"{name}-{seed}"),
-                data=bb_data.get(name, data),
-                teacher=teacher if white is not None else None,
-                student_start=start,
-            ).run(time.monotonic())
-            if "teacher_cache_bytes_per_token" in out.result:
-                cache_bytes = out.result["teacher_cache_bytes_per_token"]
-            fig = answer_exact_match(fresh, tok, test_pairs, args.digits, args.max_length)
-            rows[name].append(
-                {
-                    **fig,
-                    "parameters": out.result["parameters"],
-                    "tokens_per_second": out.result["tokens_per_second"],
-                }
-            )
-            print(
-                f"  seed {seed} {name}: answer exact match {fig['exact_match']:.3f} "
-                f"({time.monotonic() - t0:.0f} s)",
-                flush=True,
-            )
+    seeds = range(args.seeds)
+    if args.parallel > 1:
+        with ProcessPoolExecutor(args.parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(run_seed, seed, args, prompts, answers) for seed in seeds]
+            per_seed = [future.result() for future in futures]
+    else:
+        per_seed = [run_seed(seed, args, prompts, answers) for seed in seeds]
+    rows = {name: [figures[name] for figures, _ in per_seed] for name in METHODS}
+    cache_bytes = next((b for _, b in per_seed if b is not None), None)
     vocab = int(teacher_model.config.vocab_size)
     print(f"\ntotal {time.monotonic() - began:.0f} s\n")
     print(
-        f"Addition of two {args.digits}-digit numbers with column-by-column working; {args.train} train / "
+        f"Addition of two {args.digits}-digit numbers: reference answers the sum alone, the teacher's with "
+        f"column-by-column working; {args.train} train / "
         f"{args.test} held-out prompts (disjoint), {args.seeds} seed(s). Teacher: GPT-2 "
         f"{args.teacher_layers}x{args.teacher_hidden}, {teacher.info.parameters:,} parameters, "
         f"{args.teacher_epochs} epochs, answer exact match **{t_em:.3f}**, "
@@ -408,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{bb['agree']} of them identical in-process ({bb['in_process_per_second']:.0f} prompts/s batched); "
         f"{bb['correct']}/{len(answers)} of the teacher's training answers correct."
     )
-    best = max((v, k) for k, v in means.items() if k != SFT)
+    best = max((v, k) for k, v in means.items() if k not in (SFT, WORKED))
     sft = means[SFT]
     ok = best[0] >= 0.9 * t_em and best[0] > sft
     print(
