@@ -176,6 +176,17 @@ def parallel_event(client: Client, job_id: str) -> str:
     return next(m for m in events if "data-parallel" in m)
 
 
+def succeeded_on_two_ddp_ranks(client: Client, job_id: str) -> dict[str, Any]:
+    """The job's report once it has succeeded after every step, trained (its event says) by 2 DDP ranks."""
+    final = client.wait(job_id, poll_interval=0.3, timeout=600)
+    assert final["status"] == "succeeded", final["error"]
+    assert final["progress"]["step"] == final["progress"]["steps"] > 0
+    assert "on 2 processes (gloo, CPU)" in parallel_event(client, job_id)
+    report: dict[str, Any] = json.loads(client.read_artifact(job_id, "report.json"))
+    assert report["environment"]["processes"] == 2
+    return report
+
+
 def test_a_causal_lm_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model_loads(
     stack: Any, two_device_queue: str, tmp_path: Path
 ) -> None:
@@ -206,12 +217,8 @@ def test_a_causal_lm_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model
             "resources": {"queue": two_device_queue, "gpus": 2},
         }
     )
-    final = acme.wait(job["id"], poll_interval=0.3, timeout=600)
-    assert final["status"] == "succeeded", final["error"]
-    assert final["progress"]["step"] == final["progress"]["steps"] > 0
-    assert "on 2 processes (gloo, CPU)" in parallel_event(acme, job["id"])
-    report = json.loads(acme.read_artifact(job["id"], "report.json"))
-    assert report["environment"]["processes"] == 2 and report["teacher_cache"]["hit"] is False
+    report = succeeded_on_two_ddp_ranks(acme, job["id"])
+    assert report["teacher_cache"]["hit"] is False
 
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
@@ -250,12 +257,7 @@ def test_a_text_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model_load
             "resources": {"queue": two_device_queue, "gpus": 2},
         }
     )
-    final = acme.wait(job["id"], poll_interval=0.3, timeout=600)
-    assert final["status"] == "succeeded", final["error"]
-    assert final["progress"]["step"] == final["progress"]["steps"] > 0
-    assert "on 2 processes (gloo, CPU)" in parallel_event(acme, job["id"])
-    report = json.loads(acme.read_artifact(job["id"], "report.json"))
-    assert report["environment"]["processes"] == 2
+    succeeded_on_two_ddp_ranks(acme, job["id"])
 
     import torch
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
