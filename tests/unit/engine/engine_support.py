@@ -6,8 +6,10 @@ import numpy as np
 import torch
 
 from distill.datasets import ArrayDataset
+from distill.spec import MLPConfig, StoredModelConfig
 from worker.engine.distributed import DataParallel
 from worker.engine.loop import NoCallbacks
+from worker.engine.signals import TeacherSignals
 
 
 def three_blobs(n: int, seed: int) -> ArrayDataset:
@@ -17,6 +19,17 @@ def three_blobs(n: int, seed: int) -> ArrayDataset:
     centers = np.array([[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0]], dtype=np.float32)
     x = centers[y] + 0.3 * rng.standard_normal((n, 4)).astype(np.float32)
     return ArrayDataset(x.astype(np.float32), y.astype(np.int64))
+
+
+BLOBS_MLP = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
+"""The data-parallel tests' student for :func:`three_blobs` (no dropout: each rank would draw its own masks,
+so runs with dropout agree only in distribution)."""
+
+
+def blobs_teacher_signals(n: int) -> TeacherSignals:
+    """Seeded teacher logits for ``n`` examples of :func:`three_blobs` (one teacher, 3 classes)."""
+    logits = 3 * torch.randn(1, n, 3, generator=torch.Generator().manual_seed(5))
+    return TeacherSignals(num_classes=3, weights=[1.0], logits=logits)
 
 
 class Recorder(NoCallbacks):

@@ -17,26 +17,27 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from engine_support import TWO_RANKS, Recorder, averaged_gradients, three_blobs, weights
+from engine_support import (
+    BLOBS_MLP,
+    TWO_RANKS,
+    Recorder,
+    averaged_gradients,
+    blobs_teacher_signals,
+    three_blobs,
+    weights,
+)
 
 from distill.nets import build_model
-from distill.spec import CNNConfig, DistillationSpec, MLPConfig, StoredModelConfig, TrainingSpec
+from distill.spec import CNNConfig, DistillationSpec, StoredModelConfig, TrainingSpec
 from worker.engine.distributed import DataParallel, PeerFailed, RankGroup, run_data_parallel
 from worker.engine.loop import STOP_EVERY, LoopState
 from worker.engine.objective import teacher_capture
-from worker.engine.signals import TeacherSignals, compute_signals
+from worker.engine.signals import compute_signals
 from worker.engine.train import SharedInputs, TrainInputs, pool_inputs, train_model
 
 CPU = torch.device("cpu")
-# no dropout: each rank draws its own masks, so runs with dropout agree only in distribution
-CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
 TWO = TWO_RANKS
 TOLERANCE = 1e-5
-
-
-def teacher_signals(n: int) -> TeacherSignals:
-    logits = 3 * torch.randn(1, n, 3, generator=torch.Generator().manual_seed(5))
-    return TeacherSignals(num_classes=3, weights=[1.0], logits=logits)
 
 
 def test_two_gloo_processes_train_the_weights_one_process_trains_with_the_same_global_batch() -> None:
@@ -45,8 +46,8 @@ def test_two_gloo_processes_train_the_weights_one_process_trains_with_the_same_g
     training = TrainingSpec(epochs=3, batch_size=16, learning_rate=0.01, seed=3)
     spec = DistillationSpec(temperature=2.0, alpha=0.7)
     one_rec, two_rec = Recorder(), Recorder()
-    one = train_model(CFG, data, training, spec, teacher_signals(97), CPU, one_rec)
-    two = train_model(CFG, data, training, spec, teacher_signals(97), CPU, two_rec, parallel=TWO)
+    one = train_model(BLOBS_MLP, data, training, spec, blobs_teacher_signals(97), CPU, one_rec)
+    two = train_model(BLOBS_MLP, data, training, spec, blobs_teacher_signals(97), CPU, two_rec, parallel=TWO)
 
     assert not two.stopped
     assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
@@ -64,10 +65,10 @@ def test_rank_0_checkpoints_and_its_state_resumes_with_one_process_or_two() -> N
     data = TrainInputs(train=three_blobs(101, 0), validation=three_blobs(40, 1))
     training = TrainingSpec(epochs=3, batch_size=16, learning_rate=0.01, seed=4)
     spec = DistillationSpec()
-    one = train_model(CFG, data, training, spec, None, CPU, Recorder())
+    one = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder())
     states: list[LoopState] = []
     train_model(
-        CFG, data, training, spec, None, CPU, Recorder(),
+        BLOBS_MLP, data, training, spec, None, CPU, Recorder(),
         checkpoint=states.append, checkpoint_every=3, parallel=TWO,
     )  # fmt: skip
     # 7 steps per epoch: after steps 3 and 6 of each epoch and at each epoch's end, as with one process
@@ -75,8 +76,8 @@ def test_rank_0_checkpoints_and_its_state_resumes_with_one_process_or_two() -> N
     mid = states[3]  # in the middle of epoch 2: its loss sums are both ranks'
     assert set(mid.model) == set(one.model.state_dict())  # the unwrapped model's keys (no "module.")
 
-    alone = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid)
-    again = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid, parallel=TWO)
+    alone = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=mid)
+    again = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=mid, parallel=TWO)
     for resumed in (alone, again):
         assert (weights(resumed.model) - weights(one.model)).abs().max().item() < TOLERANCE
         assert [h["epoch"] for h in resumed.history] == [1.0, 2.0, 3.0]
@@ -89,7 +90,7 @@ def test_a_cancel_seen_by_rank_0_stops_every_rank_within_a_few_batches() -> None
     training = TrainingSpec(epochs=50, batch_size=8, learning_rate=0.01, seed=3)
     rec = Recorder(stop_after=5)
     began = time.monotonic()
-    outcome = train_model(CFG, data, training, DistillationSpec(), None, CPU, rec, parallel=TWO)
+    outcome = train_model(BLOBS_MLP, data, training, DistillationSpec(), None, CPU, rec, parallel=TWO)
     assert outcome.stopped
     assert 5 <= len(rec.steps) <= 5 + STOP_EVERY
     assert time.monotonic() - began < 100  # the peer ended too (the launcher joined it)
@@ -215,8 +216,8 @@ def test_a_hint_loss_with_its_learned_projection_trains_the_same_in_two_processe
     )
     signals = compute_signals([teacher], [1.0], pool_inputs(data), CPU, capture=teacher_capture(spec))
     training = TrainingSpec(epochs=2, batch_size=16, learning_rate=0.01, seed=2)
-    one = train_model(CFG, data, training, spec, signals, CPU, Recorder())
-    two = train_model(CFG, data, training, spec, signals, CPU, Recorder(), parallel=TWO)
+    one = train_model(BLOBS_MLP, data, training, spec, signals, CPU, Recorder())
+    two = train_model(BLOBS_MLP, data, training, spec, signals, CPU, Recorder(), parallel=TWO)
     assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
     for got, want in zip(two.history, one.history, strict=True):
         assert abs(got["hint_loss"] - want["hint_loss"]) < TOLERANCE

@@ -14,7 +14,7 @@ import logging
 
 import pytest
 import torch
-from engine_support import TWO_RANKS, Recorder, three_blobs, weights
+from engine_support import BLOBS_MLP, TWO_RANKS, Recorder, blobs_teacher_signals, three_blobs, weights
 from pydantic import ValidationError
 
 from distill.nets import build_model
@@ -29,22 +29,16 @@ from worker.engine.distributed import (
 )
 from worker.engine.loop import STOP_EVERY, LoopState
 from worker.engine.objective import teacher_capture
-from worker.engine.signals import TeacherSignals, compute_signals
+from worker.engine.signals import compute_signals
 from worker.engine.train import TrainInputs, pool_inputs, train_model
 from worker.launch import data_parallel_for
 
 CPU = torch.device("cpu")
-CFG = StoredModelConfig(model=MLPConfig(hidden=[16]), input_shape=[4], num_classes=3)
 FSDP = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1, sharding="fsdp")
 DDP = TWO_RANKS
 TOLERANCE = 1e-5
 # the MLP [4] -> 16 -> 3: (4 * 16 + 16) + (16 * 3 + 3) = 131 float32 parameters
 MLP_STATE_BYTES = ADAM_STATE_FACTOR * 131 * 4
-
-
-def teacher_signals(n: int) -> TeacherSignals:
-    logits = 3 * torch.randn(1, n, 3, generator=torch.Generator().manual_seed(5))
-    return TeacherSignals(num_classes=3, weights=[1.0], logits=logits)
 
 
 def test_two_sharded_gloo_processes_train_the_weights_one_process_trains() -> None:
@@ -53,8 +47,8 @@ def test_two_sharded_gloo_processes_train_the_weights_one_process_trains() -> No
     training = TrainingSpec(epochs=3, batch_size=16, learning_rate=0.01, seed=3)
     spec = DistillationSpec(temperature=2.0, alpha=0.7)
     one_rec, two_rec = Recorder(), Recorder()
-    one = train_model(CFG, data, training, spec, teacher_signals(97), CPU, one_rec)
-    two = train_model(CFG, data, training, spec, teacher_signals(97), CPU, two_rec, parallel=FSDP)
+    one = train_model(BLOBS_MLP, data, training, spec, blobs_teacher_signals(97), CPU, one_rec)
+    two = train_model(BLOBS_MLP, data, training, spec, blobs_teacher_signals(97), CPU, two_rec, parallel=FSDP)
 
     assert not two.stopped
     # the returned student is whole and plain (rank 0 gathered it), usable after the ranks are gone
@@ -76,11 +70,19 @@ def test_a_sharded_runs_checkpoints_are_whole_and_resume_with_one_process_ddp_or
     spec = DistillationSpec()
     one_states: list[LoopState] = []
     one = train_model(
-        CFG, data, training, spec, None, CPU, Recorder(), checkpoint=one_states.append, checkpoint_every=3
+        BLOBS_MLP,
+        data,
+        training,
+        spec,
+        None,
+        CPU,
+        Recorder(),
+        checkpoint=one_states.append,
+        checkpoint_every=3,
     )
     states: list[LoopState] = []
     train_model(
-        CFG, data, training, spec, None, CPU, Recorder(),
+        BLOBS_MLP, data, training, spec, None, CPU, Recorder(),
         checkpoint=states.append, checkpoint_every=3, parallel=FSDP,
     )  # fmt: skip
     assert [(s.epoch, s.position) for s in states] == [(s.epoch, s.position) for s in one_states]
@@ -101,11 +103,11 @@ def test_a_sharded_runs_checkpoints_are_whole_and_resume_with_one_process_ddp_or
 
     steps_taken = mid.optimizer["state"][0]["step"].item()
     moment = mid.optimizer["state"][0]["exp_avg"].clone()
-    alone = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid)
-    ddp = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid, parallel=DDP)
-    fsdp = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=mid, parallel=FSDP)
+    alone = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=mid)
+    ddp = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=mid, parallel=DDP)
+    fsdp = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=mid, parallel=FSDP)
     # and the other way: a one-process checkpoint is re-sharded by an FSDP run
-    resharded = train_model(CFG, data, training, spec, None, CPU, Recorder(), state=want, parallel=FSDP)
+    resharded = train_model(BLOBS_MLP, data, training, spec, None, CPU, Recorder(), state=want, parallel=FSDP)
     for resumed in (alone, ddp, fsdp, resharded):
         assert (weights(resumed.model) - weights(one.model)).abs().max().item() < TOLERANCE
         assert [h["epoch"] for h in resumed.history] == [1.0, 2.0, 3.0]
@@ -121,7 +123,7 @@ def test_a_cancel_stops_every_sharded_rank_within_a_few_batches() -> None:
     data = TrainInputs(train=three_blobs(400, 0), validation=three_blobs(40, 1))
     training = TrainingSpec(epochs=50, batch_size=8, learning_rate=0.01, seed=3)
     rec = Recorder(stop_after=5)
-    outcome = train_model(CFG, data, training, DistillationSpec(), None, CPU, rec, parallel=FSDP)
+    outcome = train_model(BLOBS_MLP, data, training, DistillationSpec(), None, CPU, rec, parallel=FSDP)
     assert outcome.stopped
     assert 5 <= len(rec.steps) <= 5 + STOP_EVERY
     assert all(type(p.data) is torch.Tensor for p in outcome.model.parameters())
@@ -144,8 +146,8 @@ def test_a_hint_loss_with_its_learned_projection_trains_the_same_sharded() -> No
     )
     signals = compute_signals([teacher], [1.0], pool_inputs(data), CPU, capture=teacher_capture(spec))
     training = TrainingSpec(epochs=2, batch_size=16, learning_rate=0.01, seed=2)
-    one = train_model(CFG, data, training, spec, signals, CPU, Recorder())
-    two = train_model(CFG, data, training, spec, signals, CPU, Recorder(), parallel=FSDP)
+    one = train_model(BLOBS_MLP, data, training, spec, signals, CPU, Recorder())
+    two = train_model(BLOBS_MLP, data, training, spec, signals, CPU, Recorder(), parallel=FSDP)
     assert (weights(two.model) - weights(one.model)).abs().max().item() < TOLERANCE
     for got, want in zip(two.history, one.history, strict=True):
         assert abs(got["hint_loss"] - want["hint_loss"]) < TOLERANCE
@@ -156,7 +158,7 @@ def test_a_hint_loss_with_its_learned_projection_trains_the_same_sharded() -> No
 
 def test_the_training_state_counts_parameters_gradients_and_adams_two_moments() -> None:
     with torch.device("meta"):
-        model = build_model(CFG)
+        model = build_model(BLOBS_MLP)
     assert training_state_bytes(model) == MLP_STATE_BYTES == 4 * 131 * 4
 
 
@@ -165,7 +167,7 @@ def test_auto_shards_exactly_when_the_training_state_does_not_fit_one_device() -
     assert choose_sharding(MLP_STATE_BYTES, MLP_STATE_BYTES) == "ddp"  # fits exactly
     assert choose_sharding(MLP_STATE_BYTES, MLP_STATE_BYTES - 1) == "fsdp"
     with torch.device("meta"):
-        model = build_model(CFG)
+        model = build_model(BLOBS_MLP)
     auto = DataParallel(world=2, backend="gloo", sharding="auto")
     assert auto.resolved(model, CPU).sharding == "ddp"  # a CPU worker without a memory setting
     for memory, chosen in ((MLP_STATE_BYTES, "ddp"), (MLP_STATE_BYTES - 1, "fsdp")):
