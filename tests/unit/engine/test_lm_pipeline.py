@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from engine_support import TWO_RANKS
 from lm_support import char_tokenizer, tiny_causal_lm
 
 from distill.datasets import LMDataset
@@ -220,19 +221,23 @@ def _unzip(blob: bytes, dest: Path) -> Path:
     return dest
 
 
+SMALL_DISTILLATION: dict[str, Any] = {
+    "task": "causal_lm",
+    "data": {"train": {"file": "f"}},
+    "teacher": {"file": "file_teacher"},
+    "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 16},
+    "training": {"epochs": 2, "batch_size": 8},
+}
+"""A 1-layer GPT-2 student distilled from an uploaded teacher (the default losses, top-k cache)."""
+
+
 def test_a_resumed_job_ends_where_the_uninterrupted_one_ends(tmp_path: Path) -> None:
     """The pipeline trains through fit's checkpoint hooks: resumed from a mid-epoch state, the student
     ends with the same figures as the run that was never interrupted."""
     tok = char_tokenizer()
     teacher = tiny_causal_lm(tok, layers=2, hidden=32)
     data = LoadedLMData(train=LMDataset(arithmetic(48)), validation=LMDataset(arithmetic(8, seed=1)))
-    spec = {
-        "task": "causal_lm",
-        "data": {"train": {"file": "f"}},
-        "teacher": {"file": "file_teacher"},
-        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 16},
-        "training": {"epochs": 2, "batch_size": 8},
-    }
+    spec = SMALL_DISTILLATION
     states: list[Any] = []
     first = context(spec, tmp_path, [])
     first.checkpoint, first.checkpoint_every = states.append, 2
@@ -261,13 +266,7 @@ def test_a_causal_lm_job_is_the_one_pipeline_over_its_modality_and_shares_the_te
     tok = char_tokenizer()
     teacher = tiny_causal_lm(tok, layers=2, hidden=32)
     data = LoadedLMData(train=LMDataset(arithmetic(24)), validation=LMDataset(arithmetic(8, seed=1)))
-    spec = {
-        "task": "causal_lm",
-        "data": {"train": {"file": "f"}},
-        "teacher": {"file": "file_teacher"},
-        "model": {"arch": "gpt2", "n_layer": 1, "n_embd": 16, "n_head": 2, "max_length": 16},
-        "training": {"epochs": 2, "batch_size": 8},
-    }
+    spec = SMALL_DISTILLATION
     ctx = context(spec, tmp_path, [])
     assert modality_for(ctx.spec) is CausalLMModality
     modality = CausalLMModality(ctx, data=data, teacher=loaded(teacher, tok, "file_teacher", "teacher.file"))
@@ -301,8 +300,6 @@ def test_a_causal_lm_job_laid_out_data_parallel_trains_its_student_in_two_ranks(
     """The runner's layout (``resources.gpus: 2``) reaches the modality's training: the student trains in
     two gloo ranks (tests/unit/engine/test_distributed_hf.py compares them with one process) and rank 0's
     trained model is the one evaluated and saved."""
-    from worker.engine.distributed import DataParallel
-
     tok = char_tokenizer()
     data = LoadedLMData(train=LMDataset(arithmetic(9)), validation=LMDataset(arithmetic(4, seed=1)))
     spec = {
@@ -314,7 +311,7 @@ def test_a_causal_lm_job_laid_out_data_parallel_trains_its_student_in_two_ranks(
     }
     events: list[str] = []
     ctx = context(spec, tmp_path, events)
-    ctx.parallel = DataParallel(world=2, backend="gloo", timeout_s=120, threads=1)
+    ctx.parallel = TWO_RANKS
     start = tiny_causal_lm(tok, layers=1, hidden=16)
     before = [p.detach().clone() for p in start.parameters()]
     outcome = LMPipeline(
