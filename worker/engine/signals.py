@@ -336,6 +336,18 @@ def signals_from_logits(
         raise ValueError("the teachers predict different numbers of classes")
     k = resolve_top_k(num_classes, top_k)
     packed = [pack_logits(t.detach().cpu(), k) for t in logits]
+    return _from_packed(num_classes, weights, k, packed, dict(features or {}), list(capture))
+
+
+def _from_packed(
+    num_classes: int,
+    weights: Sequence[float],
+    k: int | None,
+    packed: Sequence[dict[str, torch.Tensor]],
+    features: dict[str, torch.Tensor],
+    capture: list[str],
+) -> TeacherSignals:
+    """:class:`TeacherSignals` from each teacher's :func:`pack_logits` parts over every example."""
 
     def stacked(name: str) -> torch.Tensor:
         return torch.stack([p[name] for p in packed])
@@ -347,8 +359,8 @@ def signals_from_logits(
         topk_values=None if k is None else stacked("topk_values"),
         topk_indices=None if k is None else stacked("topk_indices"),
         tail_mass=None if k is None else stacked("tail"),
-        features=dict(features or {}),
-        capture=list(capture),
+        features=features,
+        capture=capture,
     )
 
 
@@ -414,17 +426,7 @@ def compute_signals(
                 hooks.outputs.clear()
         per_teacher.append(parts)
     assert num_classes is not None
-
-    def stacked(name: str) -> torch.Tensor:
-        return torch.stack([torch.cat(parts[name]) for parts in per_teacher])
-
-    return TeacherSignals(
-        num_classes=num_classes,
-        weights=[float(w) for w in weights],
-        logits=stacked("logits") if k is None else None,
-        topk_values=None if k is None else stacked("topk_values"),
-        topk_indices=None if k is None else stacked("topk_indices"),
-        tail_mass=None if k is None else stacked("tail"),
-        features={key: torch.cat(chunks) for key, chunks in features.items()},
-        capture=capture,
+    packed = [{name: torch.cat(chunks) for name, chunks in parts.items() if chunks} for parts in per_teacher]
+    return _from_packed(
+        num_classes, weights, k, packed, {key: torch.cat(chunks) for key, chunks in features.items()}, capture
     )
