@@ -70,6 +70,19 @@ JSONDict = dict[str, Any]
 Purpose = Literal["dataset", "model"]
 UpdateCallback = Callable[[JobRead, list[EventRead]], None]
 M = TypeVar("M", bound=BaseModel)
+Item = TypeVar("Item", FileRead, JobRead, WebhookRead)
+
+
+def _every_page(page: Callable[[str | None], ListRead[Item]]) -> Iterator[Item]:
+    """Every item of a list, ``page(after)`` at a time, following the ``after`` cursor while ``has_more``."""
+    after: str | None = None
+    while True:
+        got = page(after)
+        yield from got.data
+        if not got.has_more or not got.data:
+            return
+        after = got.data[-1].id
+
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
@@ -390,13 +403,7 @@ class Client:
 
     def iter_files(self, purpose: Purpose | None = None, page_size: int | None = None) -> Iterator[FileRead]:
         """Every file (newest first), following the ``after`` cursor while ``has_more``."""
-        after: str | None = None
-        while True:
-            page = self.list_files(limit=page_size, after=after, purpose=purpose)
-            yield from page.data
-            if not page.has_more or not page.data:
-                return
-            after = page.data[-1].id
+        return _every_page(lambda after: self.list_files(limit=page_size, after=after, purpose=purpose))
 
     def get_file(self, file_id: str) -> FileRead:
         return self._call(FileRead, "GET", f"/v1/files/{file_id}", idempotent=True)
@@ -423,13 +430,7 @@ class Client:
 
     def iter_jobs(self, status: str | None = None, page_size: int | None = None) -> Iterator[JobRead]:
         """Every job (newest first), following the ``after`` cursor while ``has_more``."""
-        after: str | None = None
-        while True:
-            page = self.list_jobs(limit=page_size, after=after, status=status)
-            yield from page.data
-            if not page.has_more or not page.data:
-                return
-            after = page.data[-1].id
+        return _every_page(lambda after: self.list_jobs(limit=page_size, after=after, status=status))
 
     def cancel_job(self, job_id: str) -> JobRead:
         """Ask a queued or running job to stop (a queued one is ``cancelled`` at once, a running one has
@@ -700,13 +701,7 @@ class Client:
 
     def iter_webhooks(self, page_size: int | None = None) -> Iterator[WebhookRead]:
         """Every registered endpoint, following the ``after`` cursor while ``has_more``."""
-        after: str | None = None
-        while True:
-            page = self.list_webhooks(limit=page_size, after=after)
-            yield from page.data
-            if not page.has_more or not page.data:
-                return
-            after = page.data[-1].id
+        return _every_page(lambda after: self.list_webhooks(limit=page_size, after=after))
 
     def get_webhook(self, webhook_id: str) -> WebhookRead:
         return self._call(WebhookRead, "GET", f"/v1/webhooks/{webhook_id}", idempotent=True)
