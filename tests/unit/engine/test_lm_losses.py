@@ -119,45 +119,26 @@ def test_gradient_accumulation_through_fit_equals_one_big_batch() -> None:
         mask[i, length - 1 - (1 + i % 5) :] = True  # 1 to 5 completion tokens
     teacher = torch.randn(n, length - 1, 13, generator=gen)
 
-    def run(batch_size: int, accumulate: int) -> dict[str, torch.Tensor]:
-        model = _TinyLM()
-
-        def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            logits = model(ids[idx])[:, :-1]
-            loss = forward_kl(logits, teacher[idx], mask[idx]) + next_token_ce(
-                logits, ids[idx][:, 1:], mask[idx]
-            )
-            return loss, loss.detach().reshape(1)
-
-        loop = Loop(
-            model=model,
-            optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
-            step=step,
-            keys=["loss"],
-            evaluate=dict,
-            examples=n,
-            epochs=1,
-            batch_size=batch_size,
-            seed=0,
-            learning_rate=0.5,
-            accumulate=accumulate,
-            weight=lambda idx: float(mask[idx].sum()),
-        )
-        fit(loop)
-        return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    big = run(batch_size=8, accumulate=1)
-    accumulated = run(batch_size=2, accumulate=4)
+    big = _trained(ids, mask, teacher, batch_size=8, accumulate=1)
+    accumulated = _trained(ids, mask, teacher, batch_size=2, accumulate=4)
     for key in big:
         torch.testing.assert_close(accumulated[key], big[key], rtol=1e-5, atol=1e-6)
     # without the token weighting (each micro-batch's mean counted alike) the step differs
-    plain = _plain_accumulation(ids, mask, teacher)
+    plain = _trained(ids, mask, teacher, batch_size=2, accumulate=4, token_weighted=False)
     assert any(not torch.allclose(plain[k], big[k], atol=1e-6) for k in big)
 
 
-def _plain_accumulation(
-    ids: torch.Tensor, mask: torch.Tensor, teacher: torch.Tensor
+def _trained(
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    batch_size: int,
+    accumulate: int,
+    token_weighted: bool = True,
 ) -> dict[str, torch.Tensor]:
+    """A fresh tiny LM's weights after one epoch of forward KL + CE through ``fit``; ``token_weighted``:
+    micro-batches weighted by their completion tokens (``Loop.weight``), else each counted alike."""
     model = _TinyLM()
 
     def step(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,10 +154,11 @@ def _plain_accumulation(
         evaluate=dict,
         examples=len(ids),
         epochs=1,
-        batch_size=2,
+        batch_size=batch_size,
         seed=0,
         learning_rate=0.5,
-        accumulate=4,
+        accumulate=accumulate,
+        weight=(lambda idx: float(mask[idx].sum())) if token_weighted else None,
     )
     fit(loop)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
