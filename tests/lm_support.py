@@ -127,6 +127,14 @@ def archive(
         return pack_folder(folder, fmt=fmt, prefix=prefix)
 
 
+def unpack(blob: bytes, folder: Path) -> Path:
+    """A model archive's bytes (a job's ``model.hf.zip``) unpacked into ``folder``, ready for
+    ``from_pretrained``."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        zf.extractall(folder)
+    return folder
+
+
 def pack_folder(folder: Path, *, fmt: Literal["zip", "tar", "tar.gz"] = "zip", prefix: str = "") -> bytes:
     """A zip or tar of the regular files in ``folder`` (names relative to it, under ``prefix``)."""
     buffer = io.BytesIO()

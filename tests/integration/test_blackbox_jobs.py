@@ -8,20 +8,18 @@ or artifact of the job."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from helpers import free_port, stop_process
-from lm_support import archive, char_tokenizer, tiny_causal_lm
+from lm_support import archive, char_tokenizer, tiny_causal_lm, unpack
 
 from distill.client.sdk import Client, DistillError
 
@@ -49,12 +47,6 @@ def finished(client: Client, job_id: str) -> dict[str, Any]:
     job = client.wait(job_id, poll_interval=0.3, timeout=400)
     assert job["status"] == "succeeded", job["error"]
     return job.model_dump(mode="json")
-
-
-def unzip(blob: bytes, folder: Path) -> Path:
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        zf.extractall(folder)
-    return folder
 
 
 def serve_job_model(stack: Any, api_key: str, job_id: str, cache: Path) -> tuple[subprocess.Popen[str], str]:
@@ -138,7 +130,7 @@ def test_a_served_teacher_teaches_a_black_box_job(stack: Any, tmp_path: Path) ->
     # 3. the answers are the served teacher's, computed again here with transformers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    teacher_dir = unzip(client.read_artifact(teacher["id"], "model.hf.zip"), tmp_path / "teacher")
+    teacher_dir = unpack(client.read_artifact(teacher["id"], "model.hf.zip"), tmp_path / "teacher")
     teacher_model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
     teacher_tok = PreTrainedTokenizerFast.from_pretrained(str(teacher_dir))
     lines = [json.loads(x) for x in client.read_artifact(job["id"], "teacher_answers.jsonl").splitlines()]
@@ -159,7 +151,7 @@ def test_a_served_teacher_teaches_a_black_box_job(stack: Any, tmp_path: Path) ->
     assert job["result"]["teacher_answers"]["prompts"] == len(lines)
 
     # 4. the student loads with from_pretrained
-    student_dir = unzip(client.read_artifact(job["id"], "model.hf.zip"), tmp_path / "student")
+    student_dir = unpack(client.read_artifact(job["id"], "model.hf.zip"), tmp_path / "student")
     student = AutoModelForCausalLM.from_pretrained(student_dir)
     assert student.num_parameters() > 0
 

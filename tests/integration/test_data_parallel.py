@@ -5,20 +5,18 @@ and text students alike; a job asking for more devices than the worker has fails
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import random
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import delete_queue_keys, stop_process
-from lm_support import archive, char_tokenizer, tiny_causal_lm, tiny_classifier
+from lm_support import archive, char_tokenizer, tiny_causal_lm, tiny_classifier, unpack
 
 from distill.client.sdk import Client
 
@@ -223,8 +221,7 @@ def test_a_causal_lm_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        zf.extractall(tmp_path / "student")
+    unpack(blob, tmp_path / "student")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
     assert model.config.n_layer == 1
     loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "student"))
@@ -263,8 +260,7 @@ def test_a_text_job_with_two_gpus_trains_in_two_ddp_processes_and_its_model_load
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
     blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        zf.extractall(tmp_path / "student")
+    unpack(blob, tmp_path / "student")
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
     assert model.config.num_hidden_layers == 1
     loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "student"))

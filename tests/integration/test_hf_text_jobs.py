@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from lm_support import archive
+from lm_support import archive, unpack
 
 from distill.client.sdk import Client
 from worker.engine.text_data import sentiment_examples
@@ -142,10 +141,8 @@ def test_an_hf_classifier_teaches_a_student_that_from_pretrained_loads(acme, rev
 
     # Unpacked, it is a transformers model: from_pretrained loads it, with its tokenizer and label names,
     # and it scores the job's held-out texts exactly as the job said.
-    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip")
-    folder = tmp_path / "student"
-    with zipfile.ZipFile(blob) as zf:
-        zf.extractall(folder)
+    downloaded = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip")
+    folder = unpack(downloaded.read_bytes(), tmp_path / "student")
     config = json.loads((folder / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"} and config["num_hidden_layers"] == 1
     accuracy = held_out_accuracy(folder, texts, labels)
@@ -161,7 +158,7 @@ def test_an_hf_classifier_teaches_a_student_that_from_pretrained_loads(acme, rev
     assert teacher_file["id"] in card and "| 1 | positive |" in card
 
     # The same archive goes back in as a teacher, and the job itself names it as well.
-    again = acme.upload_file(blob, purpose="model")
+    again = acme.upload_file(downloaded, purpose="model")
     assert again["metadata"] == {**student_meta}
     narrow = {**STUDENT, "hidden": 32, "heads": 2, "init": "random"}
     for teacher_ref in ({"file": again["id"]}, {"job": job["id"]}):
@@ -202,8 +199,6 @@ def test_a_distill_text_classifiers_student_in_hf_format(acme, reviews, tmp_path
     )
     names = {a["name"] for a in acme.list_artifacts(job["id"])["data"]}
     assert names == {"model.hf.zip", "report.json", "curves.svg"}
-    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip")
-    folder = tmp_path / "student"
-    with zipfile.ZipFile(blob) as zf:
-        zf.extractall(folder)
+    blob = acme.download_artifact(job["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
+    folder = unpack(blob, tmp_path / "student")
     assert held_out_accuracy(folder, texts, labels) == pytest.approx(result["test_accuracy"], abs=1e-6)

@@ -5,14 +5,12 @@ and generates. Tiny models and few steps, so it runs in well under a minute on a
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import zipfile
 from pathlib import Path
 
 import pytest
-from lm_support import archive, char_tokenizer, tiny_causal_lm
+from lm_support import archive, char_tokenizer, tiny_causal_lm, unpack
 
 from distill.client.sdk import Client, DistillError
 
@@ -78,8 +76,7 @@ def test_fine_tune_a_teacher_then_distil_a_student(acme: Client, tmp_path: Path)
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     blob = acme.download_artifact(student["id"], "model.hf.zip", tmp_path / "student.zip").read_bytes()
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        zf.extractall(tmp_path / "student")
+    unpack(blob, tmp_path / "student")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
     loaded_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "student"))
     out = model.generate(**loaded_tok("3+4=", return_tensors="pt"), max_new_tokens=3, do_sample=False)

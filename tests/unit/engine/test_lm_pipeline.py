@@ -4,17 +4,15 @@ through the cache (a second job reuses it), and the saved archive loading with f
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from engine_support import TWO_RANKS
-from lm_support import char_tokenizer, tiny_causal_lm
+from lm_support import char_tokenizer, tiny_causal_lm, unpack
 
 from distill.datasets import LMDataset
 from distill.spec import JobSpec
@@ -145,7 +143,7 @@ def test_fine_tune_then_distil_through_the_cache(tmp_path: Path) -> None:
     out = sft.run(0.0)
     assert not out.stopped and out.result["token_accuracy"] > 0.5
     teacher = AutoModelForCausalLM.from_pretrained(
-        _unzip(out.artifacts["model.hf.zip"], tmp_path / "teacher")
+        unpack(out.artifacts["model.hf.zip"], tmp_path / "teacher")
     )
 
     student_spec = base | {
@@ -175,7 +173,7 @@ def test_fine_tune_then_distil_through_the_cache(tmp_path: Path) -> None:
     assert any("reused from the cache" in e for e in events)
     # the same data and teacher give the same student from the cache as from the first run
     assert second.result["token_accuracy"] == pytest.approx(first.result["token_accuracy"])
-    folder = _unzip(second.artifacts["model.hf.zip"], tmp_path / "student")
+    folder = unpack(second.artifacts["model.hf.zip"], tmp_path / "student")
     model = AutoModelForCausalLM.from_pretrained(folder)
     card = (folder / "README.md").read_text()
     assert "text-generation" in card and "held-out exact match" in card and "job_test" in card
@@ -213,12 +211,6 @@ def test_on_policy_and_full_logits_run(tmp_path: Path) -> None:
     ).run(0.0)
     assert not out.stopped and "teacher_cache_hit" not in out.result
     assert out.result["lm_model"]["layers"] == 1
-
-
-def _unzip(blob: bytes, dest: Path) -> Path:
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        zf.extractall(dest)
-    return dest
 
 
 SMALL_DISTILLATION: dict[str, Any] = {
