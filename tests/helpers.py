@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,6 +39,19 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
             detail = f": last error {last_error!r}" if last_error else ""
             raise TimeoutError(f"condition not met within {timeout:g}s{detail}") from last_error
         time.sleep(interval)
+
+
+def start_worker(env: Mapping[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``distill worker`` (with ``args``, e.g. ``--queues``) in a subprocess, this environment plus ``env``,
+    its output appended to ``log_path``; stop it with :func:`stop_process`."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info", *args],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

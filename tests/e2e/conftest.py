@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from helpers import delete_queue_keys, free_port, stop_process, wait_for
+from helpers import delete_queue_keys, free_port, start_worker, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 
 from api.app import create_app
@@ -57,14 +55,7 @@ def e2e_stack(services_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30)
     log_path = tmp_path_factory.mktemp("e2e-worker") / "worker.log"
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    worker = start_worker(env, log_path)
     try:
         yield Stack(url=url, settings=settings, worker_log=log_path)
     finally:

@@ -4,8 +4,6 @@ S3-compatible server (moto_server on loopback). Tests talk to the stack only thr
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from helpers import free_port, stop_process, wait_for
+from helpers import free_port, start_worker, stop_process, wait_for
 from services_app import new_key, prepare, settings_from_env
 
 from api.app import create_app
@@ -30,17 +28,6 @@ class Stack:
 
     def client(self, tenant: str) -> Client:
         return Client(self.url, new_key(self.settings, tenant))
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,13 @@ and text students alike; a job asking for more devices than the worker has fails
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import delete_queue_keys, stop_process
+from helpers import delete_queue_keys, start_worker, stop_process
 from lm_support import archive, char_tokenizer, tiny_causal_lm, tiny_classifier, unpack
 
 from distill.client.sdk import Client
@@ -38,14 +35,7 @@ def two_device_queue(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
         "DISTILL_WORKER_DEVICE_MEMORY_MB": "1",
     }
     log_path = tmp_path_factory.mktemp("ddp-worker") / "worker.log"
-    with log_path.open("ab") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info"],
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    worker = start_worker(env, log_path)
     try:
         yield queue
     finally:

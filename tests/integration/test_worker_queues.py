@@ -10,16 +10,13 @@ trained by the worker started here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from helpers import free_port, stop_process, wait_for
+from helpers import free_port, start_worker, stop_process, wait_for
 
 from distill.client.sdk import Client
 
@@ -33,21 +30,13 @@ def two_queue_worker(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     log_path = tmp_path_factory.mktemp("two-queues") / "worker.log"
     port = free_port()
     env = {
-        **os.environ,
         **stack.env,
         "DISTILL_LOG_FORMAT": "json",
         "DISTILL_WORKER_ID": "two-queues",
         "DISTILL_WORKER_METRICS_PORT": str(port),
         "DISTILL_WORKER_METRICS_HOST": "127.0.0.1",
     }
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "distill.cli", "worker", "--loglevel=info", "--queues", ",".join(queues)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    process = start_worker(env, log_path, "--queues", ",".join(queues))
     try:
         yield {"queues": queues, "log": log_path, "metrics": f"http://127.0.0.1:{port}/metrics"}
     finally:
